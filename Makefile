@@ -1,0 +1,35 @@
+# Two entry points (see README): `make demo` runs the reconciler on the bundled example against
+# local real API servers; `make test` runs linters, type checks and the whole test suite.
+# Everything either needs is installed by these targets (Python venv, kube-apiserver/etcd build).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: venv assets lint test demo clean
+
+$(BIN)/reconciler: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/reconciler
+
+# Builds kube-apiserver + etcd from the Go module proxy once; cached in ~/.cache/mesh-reconciler.
+assets:
+	@tools/build-k8s-assets.sh >/dev/null
+
+lint: venv
+	$(BIN)/ruff check reconciler tests tools benchmarks
+	$(BIN)/ruff format --check reconciler tests tools benchmarks
+	$(BIN)/mypy
+
+test: venv assets lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: venv assets
+	$(BIN)/python tools/demo.py $(DEMO_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

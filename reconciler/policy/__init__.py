@@ -1,0 +1,34 @@
+"""Policy stage: load YAML from a directory into validated models plus findings (no I/O beyond files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reconciler.policy.checks import check_policy_set
+from reconciler.policy.loader import LoadedPolicy, PolicySet, load_policies
+from reconciler.policy.model import (
+    POLICY_KINDS,
+    AnyPolicy,
+    TrafficPolicy,
+    VirtualDestination,
+    VirtualMesh,
+)
+
+__all__ = [
+    "POLICY_KINDS",
+    "AnyPolicy",
+    "LoadedPolicy",
+    "PolicySet",
+    "TrafficPolicy",
+    "VirtualDestination",
+    "VirtualMesh",
+    "load_and_check",
+    "load_policies",
+]
+
+
+def load_and_check(root: Path, status_path: str = "status") -> PolicySet:
+    """Load every policy under root and run the cross-object checks."""
+    policies = load_policies(root, status_path=status_path)
+    check_policy_set(policies)
+    return policies

@@ -1,0 +1,33 @@
+"""Small helpers for unit tests: write policy trees into tmp dirs and load them."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+from reconciler.policy import PolicySet, load_and_check
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "policies"
+
+
+def write(root: Path, rel: str, text: str) -> Path:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def copy_example(tmp: Path) -> Path:
+    dest = tmp / "repo"
+    shutil.copytree(EXAMPLE, dest)
+    return dest
+
+
+def load(root: Path) -> PolicySet:
+    return load_and_check(root)
+
+
+def messages(ps: PolicySet) -> list[str]:
+    return sorted(f.format() for f in ps.findings)
