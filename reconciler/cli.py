@@ -13,16 +13,25 @@ from typing import Annotated
 import typer
 
 from reconciler import __version__
+from reconciler.clusters.discover import discover
+from reconciler.clusters.snapshot import SnapshotError, write_snapshot
+from reconciler.clusters.targets import TargetError, resolve_targets
+from reconciler.explain import ExplainError, client_cluster, explain
+from reconciler.locality import Locality
 from reconciler.output import (
     OutputFormat,
     dump_json,
+    print_explanation,
     print_findings,
     sort_findings,
     stderr_console,
     stdout_console,
+    to_yaml,
+    to_yaml_stream,
 )
-from reconciler.policy import POLICY_KINDS, load_and_check
-from reconciler.repo_config import load_repo_config
+from reconciler.plan import ClusterSource, Plan, build_plan
+from reconciler.policy import POLICY_KINDS, LoadedPolicy, VirtualDestination, load_and_check
+from reconciler.repo_config import RepoConfig, load_repo_config
 
 app = typer.Typer(
     name="reconciler",
@@ -109,8 +118,6 @@ def validate(path: PathArg = Path("."), output: OutputOpt = OutputFormat.TEXT) -
         if output is OutputFormat.JSON:
             dump_json(payload)
         else:
-            from reconciler.output import to_yaml
-
             typer.echo(to_yaml(payload), nl=False)
     raise typer.Exit(EXIT_INVALID if errors else EXIT_OK)
 
@@ -131,6 +138,231 @@ def schema(
         target = output_dir / f"{kind.lower()}.schema.json"
         target.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         stdout_console().print(f"wrote {target}")
+
+
+# --------------------------------------------------------------------------------------------------
+# live state options (shared by every command that reads clusters)
+
+StateOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--state", help="Read live state from a snapshot directory (DIR/<cluster>.yaml) instead of clusters."
+    ),
+]
+ContextOpt = Annotated[
+    list[str] | None,
+    typer.Option("--context", help="Kube context to use (repeatable); default: all, or reconciler.yaml's."),
+]
+KubeconfigOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--kubeconfig", help="Kubeconfig file (repeatable); default: $KUBECONFIG or ~/.kube/config."
+    ),
+]
+InClusterOpt = Annotated[
+    bool, typer.Option("--in-cluster", help="Also use the pod's service account for its own cluster.")
+]
+TimeoutOpt = Annotated[float, typer.Option("--request-timeout", help="Seconds per API request.")]
+
+
+def _source(
+    state: Path | None,
+    context: list[str] | None,
+    kubeconfig: list[str] | None,
+    in_cluster: bool,
+    timeout: float,
+) -> ClusterSource:
+    return ClusterSource(
+        state=state,
+        contexts=list(context or []),
+        kubeconfigs=list(kubeconfig or []),
+        in_cluster=in_cluster,
+        request_timeout=timeout,
+    )
+
+
+def _plan_or_exit(path: Path, source: ClusterSource) -> Plan:
+    err = stderr_console()
+    if not path.is_dir():
+        err.print(f"error: {path}: not a readable directory")
+        raise typer.Exit(EXIT_FATAL)
+    try:
+        return build_plan(path, source)
+    except (TargetError, SnapshotError, OSError) as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_FATAL) from None
+
+
+def _report_clusters(plan: Plan) -> int:
+    """Print unreachable clusters and notes to stderr; returns how many clusters failed."""
+    err = stderr_console()
+    failed = 0
+    for name, state in sorted(plan.inventory.clusters.items()):
+        if state.error:
+            failed += 1
+            err.print(
+                f"error: cluster {name} (context {state.context}) unreachable: {state.error}", markup=False
+            )
+        for note in state.notes:
+            err.print(f"warning: cluster {name}: {note}", markup=False)
+    return failed
+
+
+@app.command()
+def render(
+    path: PathArg = Path("."),
+    state: StateOpt = None,
+    context: ContextOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    in_cluster: InClusterOpt = False,
+    request_timeout: TimeoutOpt = 10.0,
+    cluster: Annotated[
+        list[str] | None, typer.Option("--cluster", help="Only this cluster (repeatable).")
+    ] = None,
+    output: OutputOpt = OutputFormat.YAML,
+) -> None:
+    """Print the Istio objects the policies translate to, grouped by cluster.
+
+    Exit codes: 0 rendered, 1 some policy invalid or cluster unreachable (the rest is printed), 2 fatal.
+    """
+    plan = _plan_or_exit(path, _source(state, context, kubeconfig, in_cluster, request_timeout))
+    try:
+        failed_clusters = _report_clusters(plan)
+        findings = plan.findings
+        print_findings(stderr_console(), findings)
+        wanted = set(cluster or plan.translation.objects)
+        groups = {
+            c: [o.body for o in objs] for c, objs in sorted(plan.translation.objects.items()) if c in wanted
+        }
+        if output is OutputFormat.JSON:
+            dump_json({"clusters": groups})
+        else:
+            chunks = []
+            for name, bodies in groups.items():
+                chunks.append(f"# ---- cluster: {name} ({len(bodies)} objects)\n")
+                chunks.append(to_yaml_stream(bodies) if bodies else "")
+            typer.echo("".join(chunks), nl=False)
+        bad = any(f.is_error for f in findings) or failed_clusters
+        raise typer.Exit(EXIT_INVALID if bad else EXIT_OK)
+    finally:
+        plan.close()
+
+
+@app.command("explain")
+def explain_cmd(
+    virtual_destination: Annotated[str, typer.Argument(help="VirtualDestination: NAME or NAMESPACE/NAME.")],
+    path: PathArg = Path("."),
+    from_: Annotated[str, typer.Option("--from", help="Client locality: REGION[/ZONE[/SUBZONE]].")] = "",
+    failed: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--failed", help="Treat these endpoints as ejected: a CLUSTER or a LOCALITY (repeatable)."
+        ),
+    ] = None,
+    cluster: Annotated[
+        str | None, typer.Option("--cluster", help="Client cluster (default: the one with nodes there).")
+    ] = None,
+    state: StateOpt = None,
+    context: ContextOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    in_cluster: InClusterOpt = False,
+    request_timeout: TimeoutOpt = 10.0,
+    output: OutputOpt = OutputFormat.TEXT,
+) -> None:
+    """Show the priority levels Envoy uses for a VirtualDestination, for a client in a locality.
+
+    Exit codes: 0 explained, 2 cannot explain (unknown VirtualDestination, invalid policy, no such locality).
+    """
+    err = stderr_console()
+    client = Locality.parse(from_)
+    if client is None:
+        err.print("error: --from REGION[/ZONE[/SUBZONE]] is required")
+        raise typer.Exit(EXIT_FATAL)
+    plan = _plan_or_exit(path, _source(state, context, kubeconfig, in_cluster, request_timeout))
+    try:
+        _report_clusters(plan)
+        vd = _find_virtual_destination(plan, virtual_destination)
+        localities = {
+            name: sorted(st.localities()) for name, st in plan.inventory.clusters.items() if st.reachable
+        }
+        try:
+            where = cluster or client_cluster(plan.translation, localities, client)
+            result = explain(plan.translation, vd.key, _hostname(vd), client, where, failed or [])
+        except ExplainError as exc:
+            err.print(f"error: {exc}", markup=False)
+            raise typer.Exit(EXIT_FATAL) from None
+        if output is OutputFormat.TEXT:
+            print_explanation(stdout_console(), result, failed or [])
+        elif output is OutputFormat.JSON:
+            dump_json(result.to_dict())
+        else:
+            typer.echo(to_yaml(result.to_dict()), nl=False)
+    finally:
+        plan.close()
+
+
+def _find_virtual_destination(plan: Plan, ref: str) -> LoadedPolicy:
+    namespace, _, name = ref.rpartition("/")
+    matches = [
+        p
+        for p in plan.policies.by_kind("VirtualDestination")
+        if p.obj.name == name and (not namespace or p.obj.namespace == namespace)
+    ]
+    invalid = [k for k in plan.policies.invalid if k.kind == "VirtualDestination" and k.name == name]
+    if len(matches) == 1:
+        return matches[0]
+    err = stderr_console()
+    if not matches and invalid:
+        err.print(f"error: VirtualDestination {ref} is invalid; run `reconciler validate`")
+    elif not matches:
+        known = ", ".join(
+            f"{p.obj.namespace}/{p.obj.name}" for p in plan.policies.by_kind("VirtualDestination")
+        )
+        err.print(f"error: VirtualDestination {ref} not found (known: {known or 'none'})")
+    else:
+        err.print(f"error: {ref} is ambiguous; use NAMESPACE/NAME")
+    raise typer.Exit(EXIT_FATAL)
+
+
+def _hostname(policy: LoadedPolicy) -> str:
+    assert isinstance(policy.obj, VirtualDestination)
+    return str(policy.obj.spec.hostname)
+
+
+@app.command()
+def snapshot(
+    output_dir: Annotated[
+        Path, typer.Option("--output", "-o", help="Directory to write <cluster>.yaml files into.")
+    ],
+    path: Annotated[
+        Path, typer.Option("--path", help="Policy directory (for reconciler.yaml cluster names).")
+    ] = Path("."),
+    context: ContextOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    in_cluster: InClusterOpt = False,
+    request_timeout: TimeoutOpt = 10.0,
+) -> None:
+    """Export the live state discovery reads, one kubectl-style List per cluster.
+
+    Exit codes: 0 written, 1 some cluster unreachable (the others are written), 2 fatal.
+    """
+    err = stderr_console()
+    repo, _ = load_repo_config(path) if path.is_dir() else (RepoConfig(), [])
+    try:
+        targets = resolve_targets(repo, kubeconfigs=kubeconfig, contexts=context, in_cluster=in_cluster)
+    except TargetError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(EXIT_FATAL) from None
+    found = discover(targets, timeout=request_timeout)
+    try:
+        for name, written in zip(sorted(found.raw), write_snapshot(output_dir, found.raw), strict=True):
+            stdout_console().print(f"wrote {written} ({len(found.raw[name])} objects)")
+        unreachable = [(n, s.error) for n, s in sorted(found.inventory.clusters.items()) if s.error]
+        for name, error in unreachable:
+            err.print(f"error: cluster {name} unreachable: {error}", markup=False)
+        raise typer.Exit(EXIT_INVALID if unreachable else EXIT_OK)
+    finally:
+        found.close()
 
 
 def main() -> None:

@@ -6,13 +6,16 @@ import enum
 import json
 import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
 from rich.markup import escape
 
 from reconciler.findings import Finding, Severity
+
+if TYPE_CHECKING:
+    from reconciler.explain import Explanation
 
 
 class OutputFormat(enum.StrEnum):
@@ -79,3 +82,43 @@ def print_findings(console: Console, findings: Iterable[Finding]) -> None:
         console.print(
             f"[{style}]{f.severity.value}[/{style}] {escape(f.format())}", markup=True, highlight=False
         )
+
+
+def print_explanation(console: Console, result: Explanation, failed: Iterable[str]) -> None:
+    """Human view of :class:`reconciler.explain.Explanation`: one block per priority level."""
+    vd = result.virtual_destination
+    failed = list(failed)
+    console.print(
+        f"[bold]{escape(result.hostname)}[/bold] (VirtualDestination {vd.namespace}/{vd.name}) "
+        f"for a client in [bold]{escape(result.client.path)}[/bold] (cluster {escape(result.cluster)})"
+    )
+    dr = result.destination_rule.body["spec"]["trafficPolicy"]
+    od = dr.get("outlierDetection", {})
+    lb = dr.get("loadBalancer", {}).get("localityLbSetting", {})
+    extra = ""
+    if lb.get("failover"):
+        extra = "; failover " + ", ".join(f"{r['from']}->{r['to']}" for r in lb["failover"])
+    if lb.get("failoverPriority"):
+        extra = f"; failoverPriority over {len(lb['failoverPriority'])} labels"
+    console.print(
+        escape(
+            f"DestinationRule {result.destination_rule.namespace}/{result.destination_rule.name}: "
+            f"outlierDetection consecutive5xxErrors={od.get('consecutive5xxErrors')} interval={od.get('interval')} "
+            f"baseEjectionTime={od.get('baseEjectionTime')} maxEjectionPercent={od.get('maxEjectionPercent')}{extra}"
+        )
+    )
+    if failed:
+        console.print(escape(f"ejected: endpoints in {', '.join(failed)}"))
+    console.print()
+    for level, endpoints in enumerate(result.priorities):
+        share = result.shares[level] if level < len(result.shares) else 0.0
+        note = "" if level == 0 else "  (used as higher priorities become unhealthy)" if share == 0 else ""
+        console.print(f"[bold]priority {level}[/bold]  {share:.0f}% of requests{note}")
+        for e in endpoints:
+            mark = "[red]ejected[/red] " if e.ejected else ""
+            console.print(
+                f"  {mark}{escape(f'{e.address}:{e.port}'):<22} {escape(e.cluster):<16} "
+                f"{escape(str(e.locality) if e.locality else '-'):<24} {escape(e.reason)}"
+            )
+    if result.shares and sum(result.shares) == 0:
+        console.print("[red]every endpoint is ejected: clients get 503 (no healthy upstream)[/red]")

@@ -1,0 +1,124 @@
+"""Discovery: one LIST per kind per cluster, all clusters in parallel, each with a deadline.
+
+A cluster that cannot be listed completely is *unreachable* for this run: it is reported, nothing is
+rendered for it, nothing is pruned in it, and nothing elsewhere is changed on its account.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.clusters.inventory import (
+    ISTIOD_SELECTOR,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    ClusterState,
+    Inventory,
+    build_cluster_state,
+)
+from reconciler.clusters.kube import (
+    DEPLOYMENTS,
+    ENDPOINT_SLICES,
+    ISTIO_RESOURCES,
+    NODES,
+    SERVICES,
+    KubeClient,
+    KubeError,
+    Resource,
+)
+from reconciler.clusters.targets import ClusterTarget
+
+log = logging.getLogger(__name__)
+
+OWNED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+
+DISCOVERY_LISTS: tuple[tuple[Resource, str | None], ...] = (
+    (NODES, None),
+    (SERVICES, None),
+    (ENDPOINT_SLICES, None),
+    (DEPLOYMENTS, ISTIOD_SELECTOR),
+    *((r, OWNED_SELECTOR) for r in ISTIO_RESOURCES.values()),
+)
+"""What discovery LISTs in every cluster (resource, label selector)."""
+
+
+@dataclass
+class Discovery:
+    inventory: Inventory
+    raw: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    clients: dict[str, KubeClient] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for c in self.clients.values():
+            c.close()
+
+
+def connect(targets: Sequence[ClusterTarget], timeout: float) -> tuple[dict[str, KubeClient], dict[str, str]]:
+    """API clients per cluster; a cluster whose credentials cannot be loaded is an error, not a crash."""
+    clients: dict[str, KubeClient] = {}
+    errors: dict[str, str] = {}
+    for t in targets:
+        try:
+            clients[t.name] = KubeClient(t.api_client(), t.name, timeout=timeout)
+        except Exception as exc:  # kubeconfig loader raises many types
+            errors[t.name] = f"cannot load credentials for context {t.context}: {exc}"
+    return clients, errors
+
+
+def discover(
+    targets: Sequence[ClusterTarget],
+    *,
+    timeout: float = 10.0,
+    cluster_timeout: float = 60.0,
+    workers: int = 8,
+) -> Discovery:
+    clients, errors = connect(targets, timeout)
+    result = Discovery(Inventory(), clients=clients)
+    for name, message in errors.items():
+        context = next(t.context for t in targets if t.name == name)
+        result.inventory.clusters[name] = ClusterState(name=name, context=context, error=message)
+
+    def one(target: ClusterTarget) -> tuple[ClusterTarget, list[dict[str, Any]] | None, str | None, float]:
+        start = time.monotonic()
+        client = clients[target.name]
+        objects: list[dict[str, Any]] = []
+        try:
+            for resource, selector in DISCOVERY_LISTS:
+                if time.monotonic() - start > cluster_timeout:
+                    raise KubeError(0, f"discovery took longer than {cluster_timeout:.0f}s", "Timeout")
+                objects.extend(client.list(resource, label_selector=selector))
+        except KubeError as exc:
+            return target, None, _explain(exc, target), time.monotonic() - start
+        return target, objects, None, time.monotonic() - start
+
+    reachable = [t for t in targets if t.name in clients]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(workers, len(reachable) or 1))) as pool:
+        for target, objects, error, seconds in pool.map(one, reachable):
+            result.seconds[target.name] = seconds
+            if objects is None:
+                log.warning("cluster %s unreachable: %s", target.name, error)
+                result.inventory.clusters[target.name] = ClusterState(
+                    name=target.name, context=target.context, error=error
+                )
+                continue
+            result.raw[target.name] = objects
+            result.inventory.clusters[target.name] = build_cluster_state(
+                target.name, objects, context=target.context
+            )
+    return result
+
+
+def _explain(exc: KubeError, target: ClusterTarget) -> str:
+    if exc.status == 401:
+        return f"unauthorized: the credentials of context {target.context} were rejected"
+    if exc.status == 403:
+        return f"forbidden: {exc.message} (see the ClusterRole in cronjob.yaml for the permissions needed)"
+    if exc.status == 404 and "networking.istio.io" in exc.message:
+        return "Istio CRDs (networking.istio.io/v1) are not installed"
+    return str(exc)

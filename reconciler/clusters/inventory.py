@@ -1,0 +1,338 @@
+"""The discovered state of every cluster, as immutable data (no clients, no I/O).
+
+:func:`build_cluster_state` turns the raw Kubernetes objects of one cluster — whether they came from
+LIST requests or from a snapshot file — into a :class:`ClusterState`: node localities, services with
+their ready endpoints and each endpoint's locality, Istio meshes, east-west gateways and the objects
+this reconciler manages there.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.locality import LEGACY_REGION_LABEL, LEGACY_ZONE_LABEL, REGION_LABEL, ZONE_LABEL, Locality
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "mesh-reconciler"
+SOURCES_ANNOTATION = "mesh-reconciler.io/sources"
+"""Comma-separated ``Kind/namespace/name`` of the policies an object was generated from."""
+
+ISTIOD_SELECTOR = "app=istiod"
+EAST_WEST_GATEWAY_LABELS = (("istio", "eastwestgateway"), ("istio", "ingressgateway"))
+DEFAULT_GATEWAY_PORT = 15443
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    name: str
+    port: int
+    target_port: int | str | None = None
+    protocol: str = "TCP"
+    app_protocol: str | None = None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One ready address backing a service (a pod), with the node it runs on and its locality."""
+
+    address: str
+    ports: tuple[tuple[str, int], ...]
+    """(port name, port) as the EndpointSlice lists them (names match the service's port names)."""
+    node: str | None = None
+    locality: Locality | None = None
+
+    def port_for(self, name: str) -> int | None:
+        for n, p in self.ports:
+            if n == name:
+                return p
+        return None
+
+
+@dataclass(frozen=True)
+class Service:
+    cluster: str
+    namespace: str
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict, hash=False)
+    ports: tuple[ServicePort, ...] = ()
+    cluster_ip: str | None = None
+    type: str = "ClusterIP"
+    endpoints: tuple[Endpoint, ...] = ()
+    unlocated_endpoints: int = 0
+    """Ready endpoints whose locality could not be determined (reported, never guessed)."""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.cluster, self.namespace, self.name)
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name} in {self.cluster}"
+
+    def fqdn(self, domain: str = "cluster.local") -> str:
+        return f"{self.name}.{self.namespace}.svc.{domain}"
+
+    def localities(self) -> list[Locality]:
+        return sorted({e.locality for e in self.endpoints if e.locality is not None})
+
+
+@dataclass(frozen=True)
+class Mesh:
+    """An Istio control plane, named the Gloo Mesh way: ``istiod-<namespace>-<cluster>``."""
+
+    name: str
+    cluster: str
+    namespace: str
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """The east-west gateway through which other clusters reach this cluster's services."""
+
+    cluster: str
+    namespace: str
+    name: str
+    address: str
+    port: int
+
+
+@dataclass
+class ClusterState:
+    name: str
+    context: str = ""
+    nodes: dict[str, Locality | None] = field(default_factory=dict)
+    services: list[Service] = field(default_factory=list)
+    meshes: list[Mesh] = field(default_factory=list)
+    gateways: list[Gateway] = field(default_factory=list)
+    managed: list[dict[str, Any]] = field(default_factory=list)
+    """Live objects carrying our ownership label (full objects, as the API server returned them)."""
+    error: str | None = None
+    """Why discovery failed; a failed cluster is excluded from the run and never pruned."""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def reachable(self) -> bool:
+        return self.error is None
+
+    def localities(self) -> Counter[Locality]:
+        """How many nodes sit in each locality (nodes without labels are not counted)."""
+        return Counter(loc for loc in self.nodes.values() if loc is not None)
+
+    def mesh(self) -> Mesh | None:
+        return self.meshes[0] if self.meshes else None
+
+    def gateway(self) -> Gateway | None:
+        return self.gateways[0] if self.gateways else None
+
+
+@dataclass
+class Inventory:
+    clusters: dict[str, ClusterState] = field(default_factory=dict)
+
+    def reachable(self) -> list[ClusterState]:
+        return [c for name, c in sorted(self.clusters.items()) if c.reachable]
+
+    def services(self) -> Iterable[Service]:
+        for cluster in self.reachable():
+            yield from cluster.services
+
+    def mesh_by_name(self, name: str) -> Mesh | None:
+        for cluster in self.clusters.values():
+            for mesh in cluster.meshes:
+                if mesh.name == name:
+                    return mesh
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# raw objects -> ClusterState
+
+
+def _labels(obj: Mapping[str, Any]) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get("labels") or {})
+
+
+def _meta(obj: Mapping[str, Any], key: str, default: str = "") -> str:
+    return str((obj.get("metadata") or {}).get(key) or default)
+
+
+def is_managed(obj: Mapping[str, Any]) -> bool:
+    return _labels(obj).get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE
+
+
+def build_cluster_state(name: str, objects: Iterable[Mapping[str, Any]], context: str = "") -> ClusterState:
+    """Build a cluster's state from its raw objects (any order, any mix of kinds)."""
+    by_kind: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for obj in objects:
+        by_kind[str(obj.get("kind", ""))].append(obj)
+    state = ClusterState(name=name, context=context)
+
+    for node in by_kind["Node"]:
+        state.nodes[_meta(node, "name")] = Locality.from_labels(_labels(node))
+    zone_regions = _zone_regions(by_kind["Node"])
+    cluster_locality = _single_locality(state)
+
+    slices: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    for es in by_kind["EndpointSlice"]:
+        owner = _labels(es).get("kubernetes.io/service-name")
+        if owner:
+            slices[(_meta(es, "namespace", "default"), owner)].append(es)
+
+    for svc in sorted(by_kind["Service"], key=lambda o: (_meta(o, "namespace"), _meta(o, "name"))):
+        ns, svc_name = _meta(svc, "namespace", "default"), _meta(svc, "name")
+        spec = svc.get("spec") or {}
+        ports = tuple(
+            ServicePort(
+                name=str(p.get("name") or ""),
+                port=int(p["port"]),
+                target_port=p.get("targetPort"),
+                protocol=str(p.get("protocol") or "TCP"),
+                app_protocol=p.get("appProtocol"),
+            )
+            for p in spec.get("ports") or []
+            if "port" in p
+        )
+        endpoints, unlocated = _endpoints(
+            slices.get((ns, svc_name), []), state.nodes, zone_regions, cluster_locality
+        )
+        state.services.append(
+            Service(
+                cluster=name,
+                namespace=ns,
+                name=svc_name,
+                labels=_labels(svc),
+                ports=ports,
+                cluster_ip=spec.get("clusterIP"),
+                type=str(spec.get("type") or "ClusterIP"),
+                endpoints=endpoints,
+                unlocated_endpoints=unlocated,
+            )
+        )
+        gateway = _gateway(name, svc)
+        if gateway is not None:
+            state.gateways.append(gateway)
+    state.gateways.sort(key=lambda g: (_gateway_rank(g, by_kind["Service"]), g.namespace, g.name))
+
+    for dep in sorted(by_kind["Deployment"], key=lambda o: (_meta(o, "namespace"), _meta(o, "name"))):
+        if _labels(dep).get("app") != "istiod":
+            continue
+        ns = _meta(dep, "namespace", "istio-system")
+        mesh_name = f"istiod-{ns}-{name}"
+        if any(m.name == mesh_name for m in state.meshes):
+            continue  # revisions share a mesh
+        state.meshes.append(Mesh(name=mesh_name, cluster=name, namespace=ns, version=_image_tag(dep)))
+
+    for kind in ("ServiceEntry", "DestinationRule", "VirtualService"):
+        state.managed.extend(dict(o) for o in by_kind[kind] if is_managed(o))
+    state.managed.sort(key=lambda o: (o.get("kind", ""), _meta(o, "namespace"), _meta(o, "name")))
+
+    if state.nodes and not state.localities():
+        state.notes.append(
+            f"no node carries {REGION_LABEL}/{ZONE_LABEL} labels: endpoints of this cluster have no locality"
+        )
+    return state
+
+
+def _zone_regions(nodes: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """zone -> region, from nodes that carry both labels (zone names are unique per region)."""
+    out: dict[str, str] = {}
+    for node in nodes:
+        labels = _labels(node)
+        zone = labels.get(ZONE_LABEL) or labels.get(LEGACY_ZONE_LABEL)
+        region = labels.get(REGION_LABEL) or labels.get(LEGACY_REGION_LABEL)
+        if zone and region:
+            out[zone] = region
+    return out
+
+
+def _single_locality(state: ClusterState) -> Locality | None:
+    """The cluster's locality when every node is labelled and all agree (then any pod is there)."""
+    localities = set(state.nodes.values())
+    if len(localities) == 1:
+        return next(iter(localities))
+    return None
+
+
+def _endpoints(
+    slices: list[Mapping[str, Any]],
+    nodes: Mapping[str, Locality | None],
+    zone_regions: Mapping[str, str],
+    cluster_locality: Locality | None,
+) -> tuple[tuple[Endpoint, ...], int]:
+    out: dict[str, Endpoint] = {}
+    unlocated = 0
+    for es in slices:
+        if es.get("addressType", "IPv4") not in ("IPv4", "IPv6"):
+            continue
+        ports = tuple(
+            sorted((str(p.get("name") or ""), int(p["port"])) for p in es.get("ports") or [] if p.get("port"))
+        )
+        for ep in es.get("endpoints") or []:
+            conditions = ep.get("conditions") or {}
+            if conditions.get("ready") is False or conditions.get("terminating") is True:
+                continue
+            node = ep.get("nodeName")
+            locality = nodes.get(node) if node else None
+            if locality is None and ep.get("zone"):
+                zone = str(ep["zone"])
+                region = zone_regions.get(zone)
+                if region:
+                    locality = Locality(region, zone)
+            if locality is None and node is None:
+                locality = cluster_locality
+            for address in ep.get("addresses") or []:
+                if address in out:
+                    continue
+                out[address] = Endpoint(address=str(address), ports=ports, node=node, locality=locality)
+                if locality is None:
+                    unlocated += 1
+    return tuple(sorted(out.values(), key=lambda e: e.address)), unlocated
+
+
+def _gateway(cluster: str, svc: Mapping[str, Any]) -> Gateway | None:
+    labels = _labels(svc)
+    if not any(labels.get(k) == v for k, v in EAST_WEST_GATEWAY_LABELS):
+        return None
+    spec = svc.get("spec") or {}
+    ports = spec.get("ports") or []
+    port = None
+    for p in ports:
+        if str(p.get("name", "")).startswith("tls") or p.get("port") == DEFAULT_GATEWAY_PORT:
+            port = int(p["port"])
+            break
+    if port is None:
+        return None
+    ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    addresses = [str(i.get("ip") or i.get("hostname")) for i in ingress if i.get("ip") or i.get("hostname")]
+    addresses += [str(a) for a in spec.get("externalIPs") or []]
+    if not addresses:
+        return None
+    return Gateway(
+        cluster=cluster,
+        namespace=_meta(svc, "namespace"),
+        name=_meta(svc, "name"),
+        address=addresses[0],
+        port=port,
+    )
+
+
+def _gateway_rank(gateway: Gateway, services: Iterable[Mapping[str, Any]]) -> int:
+    """Prefer a dedicated east-west gateway over an ingress gateway with a tls port."""
+    for svc in services:
+        if _meta(svc, "name") == gateway.name and _meta(svc, "namespace") == gateway.namespace:
+            return 0 if _labels(svc).get("istio") == "eastwestgateway" else 1
+    return 2
+
+
+def _image_tag(deployment: Mapping[str, Any]) -> str:
+    containers = (((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}).get(
+        "containers"
+    ) or []
+    for c in containers:
+        image = str(c.get("image") or "")
+        if ":" in image.rsplit("/", 1)[-1]:
+            return image.rsplit(":", 1)[-1]
+    return ""

@@ -1,0 +1,283 @@
+"""A thin JSON client for one cluster, over the official ``kubernetes`` client's ApiClient.
+
+We speak plain JSON dicts (what ``kubectl get -o json`` shows) instead of the generated models:
+objects go straight into diffs, snapshots and server-side apply, and the requests made are exactly
+the ones listed here (LIST, server-side apply, DELETE, and GET/POST/PUT for the run Lease) — which
+the tests count against the API server's audit log. Transient failures (429, 5xx, timeouts) are
+retried with bounded exponential backoff, honouring ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import urllib3
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "mesh-reconciler"
+
+
+@dataclass(frozen=True)
+class Resource:
+    group_version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return self.group_version
+
+    def base(self) -> str:
+        prefix = "/api" if "/" not in self.group_version else "/apis"
+        return f"{prefix}/{self.group_version}"
+
+    def collection(self, namespace: str | None = None) -> str:
+        if self.namespaced and namespace:
+            return f"{self.base()}/namespaces/{quote(namespace)}/{self.plural}"
+        return f"{self.base()}/{self.plural}"
+
+    def item(self, name: str, namespace: str | None = None) -> str:
+        return f"{self.collection(namespace)}/{quote(name)}"
+
+
+NODES = Resource("v1", "nodes", "Node", namespaced=False)
+SERVICES = Resource("v1", "services", "Service")
+ENDPOINT_SLICES = Resource("discovery.k8s.io/v1", "endpointslices", "EndpointSlice")
+DEPLOYMENTS = Resource("apps/v1", "deployments", "Deployment")
+SERVICE_ENTRIES = Resource("networking.istio.io/v1", "serviceentries", "ServiceEntry")
+DESTINATION_RULES = Resource("networking.istio.io/v1", "destinationrules", "DestinationRule")
+VIRTUAL_SERVICES = Resource("networking.istio.io/v1", "virtualservices", "VirtualService")
+LEASES = Resource("coordination.k8s.io/v1", "leases", "Lease")
+
+ISTIO_RESOURCES = {r.kind: r for r in (SERVICE_ENTRIES, DESTINATION_RULES, VIRTUAL_SERVICES)}
+
+
+class KubeError(Exception):
+    """An API request that failed for good; carries the server's status and message."""
+
+    def __init__(
+        self, status: int, message: str, reason: str = "", details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.details = details or {}
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.reason}: {self.message}" if self.status else self.message
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, KubeError):
+        return exc.status == 429 or exc.status >= 500 or exc.status == 0
+    return False
+
+
+class KubeClient:
+    """JSON requests against one cluster, with retries and a per-request timeout."""
+
+    def __init__(
+        self,
+        api: ApiClient,
+        cluster: str,
+        *,
+        timeout: float = 10.0,
+        attempts: int = 4,
+        max_backoff: float = 8.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.api = api
+        self.cluster = cluster
+        self.timeout = timeout
+        self.attempts = attempts
+        self.max_backoff = max_backoff
+        self._sleep = sleep
+        self.requests: Counter[tuple[str, str]] = Counter()
+        """(verb, resource) -> number of requests sent, retries included."""
+
+    # -- low level ---------------------------------------------------------------------------------
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        details: dict[str, Any] = getattr(exc, "details", None) or {}
+        retry_after = details.get("retryAfter", details.get("retryAfterSeconds"))
+        backoff: float = min(self.max_backoff, 0.25 * (2 ** (state.attempt_number - 1)))
+        if isinstance(retry_after, (int, float)) and retry_after > 0:
+            return float(min(float(retry_after), self.max_backoff * 4))
+        return backoff
+
+    def request(
+        self,
+        verb: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        resource: str = "",
+    ) -> dict[str, Any]:
+        retrying = Retrying(
+            stop=stop_after_attempt(self.attempts),
+            wait=self._wait,
+            retry=retry_if_exception(_retryable),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        result: dict[str, Any] = retrying(self._request_once, verb, path, query, body, content_type, resource)
+        return result
+
+    def _request_once(
+        self, verb: str, path: str, query: dict[str, Any] | None, body: Any, content_type: str, resource: str
+    ) -> dict[str, Any]:
+        self.requests[(verb, resource or path)] += 1
+        params = [(k, v) for k, v in (query or {}).items() if v is not None]
+        method, url, headers, ser_body, _ = self.api.param_serialize(
+            verb.upper(),
+            path,
+            query_params=params,
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self.api.call_api(
+                method, url, header_params=headers, body=ser_body, _request_timeout=self.timeout
+            )
+            data = response.read()
+            status = response.status
+            retry_after = response.getheader("Retry-After")
+        except ApiException as exc:
+            raise _to_kube_error(exc.status or 0, exc.body, exc.reason or "", exc.headers) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise KubeError(
+                0, f"cannot reach the API server of {self.cluster}: {_short(exc)}", "Unreachable"
+            ) from None
+        if status >= 400:
+            raise _to_kube_error(status, data, "", {"Retry-After": retry_after} if retry_after else None)
+        if not data:
+            return {}
+        parsed: dict[str, Any] = json.loads(data)
+        return parsed
+
+    # -- verbs -------------------------------------------------------------------------------------
+
+    def list(
+        self, resource: Resource, *, label_selector: str | None = None, namespace: str | None = None
+    ) -> list[dict[str, Any]]:
+        """LIST a collection (paged by 500), returning items with ``apiVersion``/``kind`` filled in."""
+        items: list[dict[str, Any]] = []
+        cont: str | None = None
+        while True:
+            page = self.request(
+                "get",
+                resource.collection(namespace),
+                query={"labelSelector": label_selector, "limit": 500, "continue": cont},
+                resource=resource.plural,
+            )
+            for item in page.get("items") or []:
+                item.setdefault("apiVersion", resource.api_version)
+                item.setdefault("kind", resource.kind)
+                items.append(item)
+            cont = (page.get("metadata") or {}).get("continue") or None
+            if not cont:
+                return items
+
+    def apply(self, resource: Resource, obj: dict[str, Any], *, force: bool, dry_run: bool) -> dict[str, Any]:
+        """Server-side apply as ``mesh-reconciler``."""
+        meta = obj["metadata"]
+        return self.request(
+            "patch",
+            resource.item(meta["name"], meta.get("namespace")),
+            query={
+                "fieldManager": FIELD_MANAGER,
+                "force": "true" if force else None,
+                "dryRun": "All" if dry_run else None,
+            },
+            body=obj,
+            content_type="application/apply-patch+yaml",
+            resource=resource.plural,
+        )
+
+    def delete(
+        self, resource: Resource, name: str, namespace: str | None, *, uid: str | None, dry_run: bool
+    ) -> None:
+        """DELETE with a UID precondition, so an object recreated meanwhile is never removed."""
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "propagationPolicy": "Background",
+        }
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        self.request(
+            "delete",
+            resource.item(name, namespace),
+            query={"dryRun": "All" if dry_run else None},
+            body=body,
+            resource=resource.plural,
+        )
+
+    def get(self, resource: Resource, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        try:
+            return self.request("get", resource.item(name, namespace), resource=resource.plural)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create(self, resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
+        return self.request(
+            "post", resource.collection(obj["metadata"].get("namespace")), body=obj, resource=resource.plural
+        )
+
+    def replace(self, resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        return self.request(
+            "put", resource.item(meta["name"], meta.get("namespace")), body=obj, resource=resource.plural
+        )
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # best effort on shutdown
+            self.api.close()
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) < 200 else text[:200] + "..."
+
+
+def _to_kube_error(status: int, body: Any, reason: str, headers: Any) -> KubeError:
+    message, kind = reason or "request failed", reason
+    details: dict[str, Any] = {}
+    try:
+        payload = json.loads(body) if body else {}
+        message = payload.get("message") or message
+        kind = payload.get("reason") or kind
+        details = payload.get("details") or {}
+    except (TypeError, ValueError):
+        if body:
+            message = body.decode(errors="replace") if isinstance(body, bytes) else str(body)
+    if headers:
+        retry_after = headers.get("Retry-After") if hasattr(headers, "get") else None
+        if retry_after:
+            with contextlib.suppress(ValueError):
+                details = {**details, "retryAfter": float(retry_after)}
+    return KubeError(status, message, kind, details)
+
+
+def encode_query(params: dict[str, Any]) -> str:
+    return urlencode({k: v for k, v in params.items() if v is not None})

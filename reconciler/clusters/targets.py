@@ -1,0 +1,105 @@
+"""Which clusters a run talks to, and how: kubeconfig files, contexts and cluster names.
+
+Sources, like kubectl: ``--kubeconfig`` (repeatable) or ``KUBECONFIG`` (a ``:`` list), merged; every
+context in them, or the ones named with ``--context``. When ``reconciler.yaml`` maps cluster names to
+contexts and no ``--context`` is given, exactly those clusters are used. Inside a pod (the CronJob)
+the pod's own service account reaches the local cluster (``--in-cluster``) and mounted kubeconfig
+files reach the others.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubernetes import client, config
+from kubernetes.config.config_exception import ConfigException
+
+from reconciler.repo_config import RepoConfig
+
+IN_CLUSTER = "in-cluster"
+
+
+class TargetError(Exception):
+    """The kubeconfig/context selection cannot be satisfied (message says what to fix)."""
+
+
+@dataclass(frozen=True)
+class ClusterTarget:
+    name: str
+    context: str
+    kubeconfig: str | None = None
+    """``:``-joined kubeconfig files; None means in-cluster config."""
+
+    def api_client(self) -> client.ApiClient:
+        if self.kubeconfig is None:
+            configuration = client.Configuration()
+            config.load_incluster_config(client_configuration=configuration)
+            return client.ApiClient(configuration)
+        api: client.ApiClient = config.new_client_from_config(
+            config_file=self.kubeconfig, context=self.context, persist_config=False
+        )
+        return api
+
+
+def kubeconfig_files(explicit: Sequence[str] | None) -> list[str]:
+    files: list[str] = []
+    for entry in explicit or []:
+        files.extend(p for p in entry.split(os.pathsep) if p)
+    if not files and os.environ.get("KUBECONFIG"):
+        files = [p for p in os.environ["KUBECONFIG"].split(os.pathsep) if p]
+    if not files:
+        default = Path.home() / ".kube" / "config"
+        if default.exists():
+            files = [str(default)]
+    return files
+
+
+def resolve_targets(
+    repo: RepoConfig,
+    *,
+    kubeconfigs: Sequence[str] | None = None,
+    contexts: Sequence[str] | None = None,
+    in_cluster: bool = False,
+) -> list[ClusterTarget]:
+    targets: list[ClusterTarget] = []
+    if in_cluster:
+        name = repo.management_cluster or IN_CLUSTER
+        targets.append(ClusterTarget(name=name, context=IN_CLUSTER, kubeconfig=None))
+    files = kubeconfig_files(kubeconfigs)
+    if not files:
+        if targets:
+            return targets
+        raise TargetError(
+            "no kubeconfig: pass --kubeconfig, set KUBECONFIG, use --in-cluster, or read a snapshot with --state DIR"
+        )
+    for f in files:
+        if not Path(f).is_file():
+            raise TargetError(f"kubeconfig {f} does not exist")
+    merged = os.pathsep.join(files)
+    try:
+        available, _current = config.list_kube_config_contexts(config_file=merged)
+    except (ConfigException, OSError, ValueError) as exc:
+        raise TargetError(f"cannot read kubeconfig {merged}: {exc}") from None
+    names = [c["name"] for c in available or []]
+    if contexts:
+        wanted = list(contexts)
+    elif repo.clusters:
+        wanted = [entry.context for _, entry in sorted(repo.clusters.items())]
+    else:
+        wanted = names
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        raise TargetError(
+            f"context(s) {', '.join(missing)} not found in kubeconfig {merged} (available: {', '.join(names) or 'none'})"
+        )
+    seen = {t.name for t in targets}
+    for ctx in wanted:
+        name = repo.cluster_for_context(ctx)
+        if name in seen:
+            continue
+        seen.add(name)
+        targets.append(ClusterTarget(name=name, context=ctx, kubeconfig=merged))
+    return sorted(targets, key=lambda t: t.name)

@@ -1,0 +1,228 @@
+"""Where traffic for a VirtualDestination goes, for a client in a given locality.
+
+Computed from the *rendered* ServiceEntry and DestinationRule of the client's cluster with istiod's
+priority rules (:mod:`reconciler.locality`), so the answer is what the data plane does with what we
+write. ``failed`` marks endpoints as ejected (by cluster name or locality) to show the failover.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.findings import ObjectKey
+from reconciler.locality import (
+    FailoverRule,
+    LbEndpoint,
+    Locality,
+    istio_priorities,
+    lb_priority,
+    priority_loads,
+)
+from reconciler.translate.failover import RANK_LABEL
+from reconciler.translate.result import DesiredObject, Translation
+from reconciler.translate.virtual_destination import CLUSTER_ENDPOINT_LABEL
+
+
+class ExplainError(Exception):
+    """The question cannot be answered (message says what to change)."""
+
+
+@dataclass
+class ExplainedEndpoint:
+    address: str
+    port: int
+    cluster: str
+    locality: Locality | None
+    weight: int
+    priority: int
+    reason: str
+    ejected: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "port": self.port,
+            "cluster": self.cluster,
+            "locality": self.locality.path if self.locality else None,
+            "weight": self.weight,
+            "priority": self.priority,
+            "reason": self.reason,
+            "ejected": self.ejected,
+        }
+
+
+@dataclass
+class Explanation:
+    virtual_destination: ObjectKey
+    hostname: str
+    client: Locality
+    cluster: str
+    service_entry: DesiredObject
+    destination_rule: DesiredObject
+    endpoints: list[ExplainedEndpoint] = field(default_factory=list)
+    shares: list[float] = field(default_factory=list)
+    """Percentage of requests per priority (index = priority), with ``failed`` endpoints ejected."""
+    mode: str = ""
+
+    @property
+    def priorities(self) -> list[list[ExplainedEndpoint]]:
+        levels: list[list[ExplainedEndpoint]] = [
+            [] for _ in range(max((e.priority for e in self.endpoints), default=-1) + 1)
+        ]
+        for e in self.endpoints:
+            levels[e.priority].append(e)
+        return levels
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "virtualDestination": {
+                "namespace": self.virtual_destination.namespace,
+                "name": self.virtual_destination.name,
+            },
+            "hostname": self.hostname,
+            "client": {"locality": self.client.path, "cluster": self.cluster},
+            "serviceEntry": f"{self.service_entry.namespace}/{self.service_entry.name}",
+            "destinationRule": f"{self.destination_rule.namespace}/{self.destination_rule.name}",
+            "mode": self.mode,
+            "priorities": [
+                {
+                    "priority": i,
+                    "share": round(self.shares[i], 2) if i < len(self.shares) else 0.0,
+                    "endpoints": [e.to_dict() for e in level],
+                }
+                for i, level in enumerate(self.priorities)
+            ],
+        }
+
+
+def client_cluster(
+    translation: Translation, inventory_localities: Mapping[str, Sequence[Locality]], client: Locality
+) -> str:
+    """The cluster whose nodes are in the client's locality (most specific match, then by name)."""
+    best: tuple[int, str] | None = None
+    for cluster, localities in sorted(inventory_localities.items()):
+        for loc in localities:
+            score = 0
+            if loc.within(client):
+                score = 3 if client.subzone else 2 if client.zone else 1
+            if score and (best is None or score > best[0]):
+                best = (score, cluster)
+    if best is None:
+        known = ", ".join(
+            f"{c}: {', '.join(str(loc) for loc in locs) or 'no labels'}"
+            for c, locs in sorted(inventory_localities.items())
+        )
+        raise ExplainError(f"no cluster has nodes in {client}; pass --cluster (known localities: {known})")
+    return best[1]
+
+
+def explain(
+    translation: Translation,
+    vd_key: ObjectKey,
+    hostname: str,
+    client: Locality,
+    cluster: str,
+    failed: Sequence[str] = (),
+) -> Explanation:
+    outcome = translation.outcomes.get(vd_key)
+    if outcome is not None and outcome.blocking:
+        raise ExplainError(
+            f"VirtualDestination {vd_key.namespace}/{vd_key.name} is invalid: "
+            + "; ".join(f.message for f in outcome.blocking)
+        )
+    se = next(
+        (o for o in translation.objects.get(cluster, []) if o.kind == "ServiceEntry" and vd_key in o.sources),
+        None,
+    )
+    dr = next(
+        (
+            o
+            for o in translation.objects.get(cluster, [])
+            if o.kind == "DestinationRule" and vd_key in o.sources
+        ),
+        None,
+    )
+    if se is None or dr is None:
+        where = ", ".join(
+            sorted(c for c, objs in translation.objects.items() if any(vd_key in o.sources for o in objs))
+        )
+        raise ExplainError(
+            f"{hostname} is not rendered in cluster {cluster} (it is in: {where or 'no cluster'}); "
+            "is the cluster in the VirtualDestination's export scope?"
+        )
+    lb = dr.body["spec"]["trafficPolicy"].get("loadBalancer", {}).get("localityLbSetting", {})
+    rules = [FailoverRule(r["from"], r["to"]) for r in lb.get("failover", [])]
+    keys = list(lb.get("failoverPriority", []))
+    has_od = "outlierDetection" in dr.body["spec"]["trafficPolicy"]
+    raw = se.body["spec"].get("endpoints", [])
+    lb_endpoints = [
+        LbEndpoint(Locality.parse(e.get("locality")), dict(e.get("labels", {})), int(e.get("weight", 1)))
+        for e in raw
+    ]
+    priorities = istio_priorities(
+        client,
+        lb_endpoints,
+        failover=rules,
+        failover_priority=keys,
+        enabled=lb.get("enabled", True),
+        outlier_detection=has_od,
+    )
+    mode = "failoverPriority" if keys else "failover" if rules else "locality"
+    result = Explanation(vd_key, hostname, client, cluster, se, dr, mode=mode)
+    for e, lbe, prio in zip(raw, lb_endpoints, priorities, strict=True):
+        ep_cluster = e.get("labels", {}).get(CLUSTER_ENDPOINT_LABEL, "")
+        port = next(iter(e.get("ports", {}).values()), 0)
+        ejected = any(_matches_failed(f, ep_cluster, lbe.locality) for f in failed)
+        result.endpoints.append(
+            ExplainedEndpoint(
+                address=e["address"],
+                port=int(port),
+                cluster=ep_cluster,
+                locality=lbe.locality,
+                weight=lbe.weight,
+                priority=prio,
+                reason=_reason(client, lbe, rules, ep_cluster != cluster),
+                ejected=ejected,
+            )
+        )
+    result.endpoints.sort(key=lambda x: (x.priority, str(x.locality), x.address))
+    levels = result.priorities
+    result.shares = priority_loads(
+        [sum(not e.ejected for e in lvl) for lvl in levels], [len(lvl) for lvl in levels]
+    )
+    return result
+
+
+def _matches_failed(failed: str, cluster: str, locality: Locality | None) -> bool:
+    if failed == cluster:
+        return True
+    target = Locality.parse(failed)
+    return target is not None and locality is not None and locality.within(target)
+
+
+def _reason(client: Locality, ep: LbEndpoint, rules: list[FailoverRule], remote: bool) -> str:
+    via = " via the east-west gateway" if remote else ""
+    if ep.locality is None:
+        return f"no locality{via} (lowest priority)"
+    level = lb_priority(client, ep.locality)
+    parts = [
+        "same region, zone and subzone as the client",
+        "same region and zone, other subzone",
+        "same region, other zone",
+        "other region",
+    ]
+    text = parts[level]
+    if level == 3 and rules:
+        rule = next((r for r in rules if r.from_region == client.region), None)
+        if rule is not None:
+            text = (
+                f"other region, failover target of {rule.from_region}"
+                if ep.locality.region == rule.to_region
+                else "other region, not the failover target"
+            )
+    rank = ep.labels.get(RANK_LABEL)
+    if rank is not None:
+        text += f"; failover rank {rank}"
+    return text + via

@@ -1,0 +1,102 @@
+"""What translation produces: desired objects per cluster, and what happened to each policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.findings import Finding, ObjectKey
+
+ObjectRef = tuple[str, str, str, str]
+"""(cluster, kind, namespace, name) of a generated object."""
+
+
+@dataclass
+class DesiredObject:
+    cluster: str
+    body: dict[str, Any]
+    sources: tuple[ObjectKey, ...]
+    depends_on: frozenset[str] = frozenset()
+    """Clusters whose discovered state shaped this object. If one of them could not be discovered
+    in this run the object is held as it is live (never changed on partial information)."""
+
+    @property
+    def kind(self) -> str:
+        return str(self.body["kind"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.body["metadata"]["namespace"])
+
+    @property
+    def name(self) -> str:
+        return str(self.body["metadata"]["name"])
+
+    @property
+    def ref(self) -> ObjectRef:
+        return (self.cluster, self.kind, self.namespace, self.name)
+
+
+@dataclass(frozen=True)
+class SelectedDestination:
+    """A service backing a VirtualDestination, as reported in its status."""
+
+    cluster: str
+    namespace: str
+    name: str
+    localities: tuple[str, ...]
+    endpoints: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kubeService": {"name": self.name, "namespace": self.namespace, "clusterName": self.cluster},
+            "localities": list(self.localities),
+            "readyEndpoints": self.endpoints,
+        }
+
+
+@dataclass
+class PolicyOutcome:
+    """Translation's verdict on one policy: errors make it INVALID, warnings are reported."""
+
+    key: ObjectKey
+    findings: list[Finding] = field(default_factory=list)
+    clusters: set[str] = field(default_factory=set)
+    """Clusters this policy writes to (its targets)."""
+    objects: list[ObjectRef] = field(default_factory=list)
+    selected: list[SelectedDestination] = field(default_factory=list)
+    unresolved: str = ""
+    """Non-empty when a selector or reference resolved to nothing (ResolvedRefs=False)."""
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.is_error]
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors
+
+    @property
+    def blocking(self) -> list[Finding]:
+        """Errors that make the policy contribute nothing (a lost conflict only costs that field)."""
+        return [f for f in self.findings if f.is_error and f.code != "Conflict"]
+
+
+@dataclass
+class Translation:
+    objects: dict[str, list[DesiredObject]] = field(default_factory=dict)
+    outcomes: dict[ObjectKey, PolicyOutcome] = field(default_factory=dict)
+
+    def outcome(self, key: ObjectKey) -> PolicyOutcome:
+        if key not in self.outcomes:
+            self.outcomes[key] = PolicyOutcome(key)
+        return self.outcomes[key]
+
+    def all_objects(self) -> list[DesiredObject]:
+        return [o for cluster in sorted(self.objects) for o in self.objects[cluster]]
+
+    def find(self, cluster: str, kind: str, namespace: str, name: str) -> DesiredObject | None:
+        for obj in self.objects.get(cluster, []):
+            if obj.ref == (cluster, kind, namespace, name):
+                return obj
+        return None

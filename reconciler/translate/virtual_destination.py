@@ -1,0 +1,508 @@
+"""VirtualDestination -> ServiceEntry + DestinationRule in every cluster it is exported to.
+
+In each target cluster C:
+
+* **ServiceEntry** for the global hostname (``MESH_INTERNAL``, a stable virtual address, the port).
+  Endpoints: every ready endpoint of a backing service *in C* directly (its pod address and target
+  port, with the locality of its node), and for a backing service in another cluster D one endpoint
+  per locality of its endpoints at D's east-west gateway (port 15443, weighted by endpoint count),
+  carrying that locality. Each endpoint is labelled with its cluster and, when ranks are used, its
+  failover rank.
+* **DestinationRule** for the hostname: outlier detection from the policy (defaults filled in; Istio
+  ignores locality failover without it), ``maxEjectionPercent`` 100 by default, locality load
+  balancing on, failover directives compiled by :mod:`reconciler.translate.failover`.
+
+Target clusters are the members of the VirtualMesh (or the mesh list) *plus* every cluster that hosts
+a backing service: a remote gateway in ``AUTO_PASSTHROUGH`` mode routes by SNI to its own
+ServiceEntry for the hostname, so that one must exist too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.clusters.inventory import ClusterState, Endpoint, Inventory, Service, ServicePort
+from reconciler.findings import ObjectKey, error, warning
+from reconciler.locality import Locality
+from reconciler.policy.durations import format_duration
+from reconciler.policy.loader import LoadedPolicy
+from reconciler.policy.model import (
+    DestinationSelector,
+    VirtualDestination,
+    VirtualMesh,
+    effective_outlier_detection,
+)
+from reconciler.translate.failover import Directive, FailoverPlan, plan_localized, plan_static
+from reconciler.translate.result import DesiredObject, SelectedDestination, Translation
+
+CLUSTER_ENDPOINT_LABEL = "mesh-reconciler.io/cluster"
+"""Which cluster an endpoint stands for (``topology.istio.io/cluster`` is overwritten by istiod)."""
+TLS_MODE_LABEL = "security.istio.io/tlsMode"
+
+
+@dataclass(frozen=True)
+class Backing:
+    """A selected backing service with its resolved port and its place in the failover order."""
+
+    service: Service
+    port: ServicePort
+    index: int
+
+
+def translate_virtual_destinations(
+    vds: list[LoadedPolicy],
+    meshes: dict[ObjectKey, VirtualMesh],
+    inventory: Inventory,
+    configured_clusters: set[str],
+    addresses: dict[ObjectKey, str],
+    ctx: Any,
+    out: Translation,
+) -> None:
+    for policy in sorted(vds, key=lambda p: p.key):
+        assert isinstance(policy.obj, VirtualDestination)
+        _translate_one(
+            policy, policy.obj, meshes, inventory, configured_clusters, addresses[policy.key], ctx, out
+        )
+
+
+def _translate_one(
+    policy: LoadedPolicy,
+    vd: VirtualDestination,
+    meshes: dict[ObjectKey, VirtualMesh],
+    inventory: Inventory,
+    configured_clusters: set[str],
+    address: str,
+    ctx: Any,
+    out: Translation,
+) -> None:
+    outcome = out.outcome(policy.key)
+    spec = vd.spec
+
+    # 1. export scope -> clusters
+    export_clusters: set[str] = set()
+    mesh_names: list[str] = []
+    if spec.virtual_mesh is not None:
+        vm_key = ObjectKey("VirtualMesh", spec.virtual_mesh.namespace or vd.namespace, spec.virtual_mesh.name)
+        vm = meshes.get(vm_key)
+        if vm is None:
+            outcome.findings.append(
+                error(
+                    f"VirtualMesh {vm_key.namespace}/{vm_key.name} is invalid; fix it first",
+                    location=policy.location_of(("spec", "virtualMesh")),
+                    object=policy.key,
+                    field="spec.virtualMesh",
+                    code="RefInvalid",
+                )
+            )
+            outcome.unresolved = "VirtualMesh is invalid"
+            return
+        mesh_names = [m.name for m in vm.spec.meshes]
+    elif spec.mesh_list is not None:
+        mesh_names = [m.name for m in spec.mesh_list.meshes]
+    for mesh_name in mesh_names:
+        mesh = inventory.mesh_by_name(mesh_name)
+        if mesh is not None:
+            export_clusters.add(mesh.cluster)
+            continue
+        mesh_cluster = _cluster_of_mesh_name(mesh_name, inventory)
+        if mesh_cluster is not None and not inventory.clusters[mesh_cluster].reachable:
+            export_clusters.add(mesh_cluster)  # reported as unreachable by the engine, not as a bad ref
+            continue
+        outcome.findings.append(
+            warning(
+                f"mesh {mesh_name} was not discovered in any cluster (no istiod in a reachable cluster); "
+                "it receives nothing",
+                location=policy.location_of(("spec",)),
+                object=policy.key,
+                code="MeshNotFound",
+            )
+        )
+
+    # 2. backing services, in failover order
+    backings, depends = _select_backings(policy, vd, inventory, configured_clusters, outcome)
+    if not backings:
+        if not outcome.errors:
+            outcome.unresolved = outcome.unresolved or "selectors match no service"
+        return
+    outcome.selected = [
+        SelectedDestination(
+            cluster=b.service.cluster,
+            namespace=b.service.namespace,
+            name=b.service.name,
+            localities=tuple(loc.path for loc in b.service.localities()),
+            endpoints=len(b.service.endpoints),
+        )
+        for b in backings
+    ]
+    targets = export_clusters | {b.service.cluster for b in backings}
+    outcome.clusters |= targets
+    depends |= targets
+
+    directives = [
+        Directive.from_model(d) for d in (spec.localized.failover_directives if spec.localized else [])
+    ]
+    od = effective_outlier_detection(spec.outlier_detection)
+    protocol = spec.port.protocol.value
+    port_name = protocol.lower()
+
+    for cluster_name in sorted(targets):
+        cluster = inventory.clusters.get(cluster_name)
+        if cluster is None or not cluster.reachable:
+            continue  # nothing can be rendered for it; the engine reports the cluster
+        mesh = cluster.mesh()
+        if mesh is None:
+            outcome.findings.append(
+                warning(
+                    f"cluster {cluster_name} has no Istio control plane (istiod); nothing is written there",
+                    object=policy.key,
+                    location=policy.location,
+                    code="NoMesh",
+                )
+            )
+            continue
+        plan = (
+            plan_static(len(spec.static.destinations))
+            if spec.static is not None
+            else plan_localized(directives, cluster.localities())
+        )
+        for note in plan.warnings:
+            outcome.findings.append(
+                warning(
+                    f"cluster {cluster_name}: {note}",
+                    object=policy.key,
+                    location=policy.location,
+                    code="FailoverApproximated",
+                )
+            )
+        endpoints = _endpoints_for(cluster, backings, inventory, plan, port_name, policy, outcome)
+        if not endpoints:
+            outcome.findings.append(
+                warning(
+                    f"cluster {cluster_name}: no reachable endpoint for {spec.hostname} "
+                    "(no ready local endpoints and no remote gateway); the ServiceEntry has no endpoints",
+                    object=policy.key,
+                    location=policy.location,
+                    code="NoEndpoints",
+                )
+            )
+        natural = f"vd-{vd.name}-{vd.namespace}"
+        owner = policy.key.ref
+        se_name = ctx.names.allocate(cluster_name, "ServiceEntry", mesh.namespace, natural, owner)
+        dr_name = ctx.names.allocate(cluster_name, "DestinationRule", mesh.namespace, natural, owner)
+        all_ips = all(_is_ip(e["address"]) for e in endpoints)
+        service_entry = {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "ServiceEntry",
+            "metadata": ctx.metadata(se_name, mesh.namespace, [policy.key]),
+            "spec": {
+                "hosts": [spec.hostname],
+                "addresses": [address],
+                "location": "MESH_INTERNAL",
+                "resolution": "STATIC" if all_ips else "DNS",
+                "ports": [{"number": spec.port.number, "name": port_name, "protocol": protocol}],
+                "endpoints": endpoints,
+            },
+        }
+        destination_rule = {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule",
+            "metadata": ctx.metadata(dr_name, mesh.namespace, [policy.key]),
+            "spec": {
+                "host": spec.hostname,
+                "trafficPolicy": {
+                    "tls": {"mode": "ISTIO_MUTUAL"},
+                    "loadBalancer": {"localityLbSetting": plan.lb_setting},
+                    "outlierDetection": outlier_detection_spec(od),
+                },
+            },
+        }
+        for body in (service_entry, destination_rule):
+            obj = DesiredObject(cluster_name, body, (policy.key,), frozenset(depends))
+            ctx.add(obj, out)
+            outcome.objects.append(obj.ref)
+
+
+def outlier_detection_spec(od: Any) -> dict[str, Any]:
+    """Istio DestinationRule ``outlierDetection`` from effective (defaults-filled) settings."""
+    spec: dict[str, Any] = {
+        "consecutive5xxErrors": od.consecutive_5xx_errors,
+        "interval": format_duration(od.interval),
+        "baseEjectionTime": format_duration(od.base_ejection_time),
+        "maxEjectionPercent": od.max_ejection_percent,
+    }
+    if od.consecutive_gateway_errors is not None:
+        spec["consecutiveGatewayErrors"] = od.consecutive_gateway_errors
+    return spec
+
+
+def _cluster_of_mesh_name(mesh_name: str, inventory: Inventory) -> str | None:
+    for cluster in sorted(inventory.clusters, key=len, reverse=True):
+        if mesh_name.endswith(f"-{cluster}") and mesh_name.startswith("istiod-"):
+            return cluster
+    return None
+
+
+def _select_backings(
+    policy: LoadedPolicy,
+    vd: VirtualDestination,
+    inventory: Inventory,
+    configured_clusters: set[str],
+    outcome: Any,
+) -> tuple[list[Backing], set[str]]:
+    """Resolve selectors/refs to services and their VirtualDestination port."""
+    spec = vd.spec
+    depends: set[str] = set()
+    selected: list[tuple[Service, int]] = []
+    if spec.localized is not None:
+        for sel in spec.localized.destination_selectors:
+            depends |= _selector_scope(sel, configured_clusters)
+        seen: set[tuple[str, str, str]] = set()
+        for svc in inventory.services():
+            if svc.key in seen:
+                continue
+            if any(selector_matches(sel, svc) for sel in spec.localized.destination_selectors):
+                seen.add(svc.key)
+                selected.append((svc, 0))
+        if not selected:
+            unreachable = sorted(
+                c for c in depends if c in inventory.clusters and not inventory.clusters[c].reachable
+            )
+            where = f" (clusters not discovered in this run: {', '.join(unreachable)})" if unreachable else ""
+            outcome.findings.append(
+                error(
+                    f"destinationSelectors match no service in any discovered cluster{where}",
+                    location=policy.location_of(("spec", "localized", "destinationSelectors")),
+                    object=policy.key,
+                    field="spec.localized.destinationSelectors",
+                    code="NoDestinations",
+                )
+            )
+            outcome.unresolved = "selectors match no service"
+            return [], depends
+    else:
+        assert spec.static is not None
+        for i, dest in enumerate(spec.static.destinations):
+            ref = dest.kube_service
+            depends.add(ref.cluster_name)
+            found = _find_service(inventory, ref.cluster_name, ref.namespace, ref.name)
+            if found is None:
+                ref_cluster = inventory.clusters.get(ref.cluster_name)
+                reason = (
+                    "its cluster was not discovered in this run"
+                    if ref_cluster is not None and not ref_cluster.reachable
+                    else "service not found"
+                )
+                outcome.findings.append(
+                    error(
+                        f"static destination {ref.namespace}/{ref.name} in {ref.cluster_name}: {reason}",
+                        location=policy.location_of(("spec", "static", "destinations", i)),
+                        object=policy.key,
+                        field=f"spec.static.destinations[{i}]",
+                        code="NoDestinations",
+                    )
+                )
+                outcome.unresolved = "a static destination does not exist"
+                continue
+            selected.append((found, i))
+        if outcome.errors:
+            return [], depends
+
+    backings = []
+    for svc, index in selected:
+        port = resolve_port(svc, spec.port.target_name, spec.port.target_number, spec.port.number)
+        if port is None:
+            want = (
+                f"named {spec.port.target_name!r}"
+                if spec.port.target_name
+                else f"numbered {spec.port.target_number or spec.port.number}"
+            )
+            outcome.findings.append(
+                warning(
+                    f"service {svc} has no port {want}; it does not back {spec.hostname}",
+                    location=policy.location_of(("spec", "port")),
+                    object=policy.key,
+                    field="spec.port",
+                    code="PortNotFound",
+                )
+            )
+            continue
+        if svc.unlocated_endpoints:
+            outcome.findings.append(
+                warning(
+                    f"service {svc}: {svc.unlocated_endpoints} ready endpoint(s) without locality (their nodes "
+                    "lack topology.kubernetes.io/region/zone labels); istiod ranks them like another region's",
+                    object=policy.key,
+                    location=policy.location,
+                    code="NoLocality",
+                )
+            )
+        backings.append(Backing(svc, port, index))
+    if not backings:
+        outcome.findings.append(
+            error(
+                f"no selected service has the port of {spec.hostname}; nothing can back it",
+                location=policy.location_of(("spec", "port")),
+                object=policy.key,
+                field="spec.port",
+                code="NoDestinations",
+            )
+        )
+        outcome.unresolved = "no selected service exposes the port"
+    return backings, depends
+
+
+def _selector_scope(sel: DestinationSelector, configured: set[str]) -> set[str]:
+    scope: set[str] = set()
+    if sel.kube_service_matcher is not None:
+        scope |= set(sel.kube_service_matcher.clusters) or set(configured)
+    if sel.kube_service_refs is not None:
+        scope |= {r.cluster_name for r in sel.kube_service_refs.services}
+    return scope
+
+
+def selector_matches(sel: DestinationSelector, svc: Service) -> bool:
+    """Gloo Mesh semantics: matcher fields AND'ed (empty = any), matcher and refs OR'ed."""
+    m = sel.kube_service_matcher
+    if m is not None:
+        labels_ok = all(svc.labels.get(k) == v for k, v in m.labels.items())
+        ns_ok = not m.namespaces or svc.namespace in m.namespaces
+        cluster_ok = not m.clusters or svc.cluster in m.clusters
+        if labels_ok and ns_ok and cluster_ok:
+            return True
+    refs = sel.kube_service_refs
+    if refs is not None:
+        for ref in refs.services:
+            if (ref.cluster_name, ref.namespace, ref.name) == svc.key:
+                return True
+    return False
+
+
+def _find_service(inventory: Inventory, cluster: str, namespace: str, name: str) -> Service | None:
+    state = inventory.clusters.get(cluster)
+    if state is None or not state.reachable:
+        return None
+    for svc in state.services:
+        if svc.namespace == namespace and svc.name == name:
+            return svc
+    return None
+
+
+def resolve_port(
+    svc: Service, target_name: str | None, target_number: int | None, number: int
+) -> ServicePort | None:
+    """The backing Service port: by name, or by port/targetPort number (default: the VD's number)."""
+    if target_name is not None:
+        return next((p for p in svc.ports if p.name == target_name), None)
+    wanted = target_number if target_number is not None else number
+    for p in svc.ports:
+        if p.port == wanted:
+            return p
+    for p in svc.ports:
+        if p.target_port == wanted:
+            return p
+    return None
+
+
+def _endpoint_port(ep: Endpoint, port: ServicePort) -> int | None:
+    found = ep.port_for(port.name)
+    if found is not None:
+        return found
+    if len(ep.ports) == 1 and ep.ports[0][0] == "":
+        return ep.ports[0][1]
+    if isinstance(port.target_port, int):
+        return port.target_port
+    if port.target_port is None:
+        return port.port
+    return None
+
+
+def _endpoints_for(
+    cluster: ClusterState,
+    backings: list[Backing],
+    inventory: Inventory,
+    plan: FailoverPlan,
+    port_name: str,
+    policy: LoadedPolicy,
+    outcome: Any,
+) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for b in backings:
+        svc = b.service
+        if svc.cluster == cluster.name:
+            for ep in svc.endpoints:
+                port = _endpoint_port(ep, b.port)
+                if port is None:
+                    continue
+                out.append(
+                    _endpoint(ep.address, port_name, port, ep.locality, svc.cluster, plan, b.index, None)
+                )
+            continue
+        remote = inventory.clusters[svc.cluster]
+        gateway = remote.gateway()
+        if gateway is None:
+            outcome.findings.append(
+                warning(
+                    f"cluster {svc.cluster} has no east-west gateway with an address (a LoadBalancer Service "
+                    f"labelled istio=eastwestgateway with a 'tls' port); {svc} is unreachable from {cluster.name}",
+                    object=policy.key,
+                    location=policy.location,
+                    code="NoGateway",
+                )
+            )
+            continue
+        weights: Counter[Locality | None] = Counter(ep.locality for ep in svc.endpoints)
+        for locality in sorted(weights, key=lambda loc: (loc is None, loc or Locality())):
+            out.append(
+                _endpoint(
+                    gateway.address,
+                    port_name,
+                    gateway.port,
+                    locality,
+                    svc.cluster,
+                    plan,
+                    b.index,
+                    weights[locality],
+                )
+            )
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for entry in out:  # the same address can back two selected services: keep one, sum weights
+        key = (entry["address"], entry.get("locality", ""), tuple(sorted(entry["labels"].items())))
+        if key in groups:
+            groups[key]["weight"] = groups[key].get("weight", 1) + entry.get("weight", 1)
+        else:
+            groups[key] = entry
+    return sorted(
+        groups.values(),
+        key=lambda e: (e.get("locality", ""), e["address"], e["labels"].get(CLUSTER_ENDPOINT_LABEL, "")),
+    )
+
+
+def _endpoint(
+    address: str,
+    port_name: str,
+    port: int,
+    locality: Locality | None,
+    cluster: str,
+    plan: FailoverPlan,
+    index: int,
+    weight: int | None,
+) -> dict[str, Any]:
+    labels = {CLUSTER_ENDPOINT_LABEL: cluster, TLS_MODE_LABEL: "istio"}
+    labels.update(plan.labels_for(locality, index))
+    ep: dict[str, Any] = {"address": address, "ports": {port_name: port}, "labels": labels}
+    if locality is not None and locality.path:
+        ep["locality"] = locality.path
+    if weight is not None and weight > 1:
+        ep["weight"] = weight
+    return ep
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False

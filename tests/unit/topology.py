@@ -1,0 +1,121 @@
+"""Build raw Kubernetes objects (as the API server returns them) for unit-test topologies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconciler.clusters.inventory import Inventory, build_cluster_state
+
+
+def node(name: str, region: str | None, zone: str | None, subzone: str | None = None) -> dict[str, Any]:
+    labels = {"kubernetes.io/hostname": name}
+    if region:
+        labels["topology.kubernetes.io/region"] = region
+    if zone:
+        labels["topology.kubernetes.io/zone"] = zone
+    if subzone:
+        labels["topology.istio.io/subzone"] = subzone
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}}
+
+
+def istiod(namespace: str = "istio-system") -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "istiod", "namespace": namespace, "labels": {"app": "istiod", "istio": "pilot"}},
+        "spec": {
+            "template": {
+                "spec": {"containers": [{"name": "discovery", "image": "docker.io/istio/pilot:1.30.3"}]}
+            }
+        },
+    }
+
+
+def gateway(address: str, port: int = 15443) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "istio-eastwestgateway",
+            "namespace": "istio-system",
+            "labels": {"istio": "eastwestgateway"},
+        },
+        "spec": {"type": "LoadBalancer", "ports": [{"name": "tls", "port": port, "targetPort": port}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": address}]}},
+    }
+
+
+def service(
+    name: str,
+    namespace: str = "bookinfo",
+    labels: dict[str, str] | None = None,
+    ports: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels if labels is not None else {"app": name},
+        },
+        "spec": {"ports": ports or [{"name": "http", "port": 9080, "targetPort": 9080}]},
+    }
+
+
+def endpoints(
+    svc: str,
+    addresses: list[tuple[str, str | None]],
+    namespace: str = "bookinfo",
+    port: int = 9080,
+    port_name: str = "http",
+) -> dict[str, Any]:
+    """An EndpointSlice: (address, node name) pairs, all ready."""
+    eps = []
+    for address, node_name in addresses:
+        ep: dict[str, Any] = {"addresses": [address], "conditions": {"ready": True}}
+        if node_name:
+            ep["nodeName"] = node_name
+        eps.append(ep)
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{svc}-abc",
+            "namespace": namespace,
+            "labels": {"kubernetes.io/service-name": svc},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": port_name, "port": port}],
+        "endpoints": eps,
+    }
+
+
+def simple_cluster(
+    name: str,
+    region: str | None,
+    zone: str | None,
+    gateway_ip: str | None,
+    pods: list[str],
+    svc: str = "reviews",
+) -> list[dict[str, Any]]:
+    objs = [
+        node(f"{name}-node", region, zone),
+        istiod(),
+        service(svc),
+        endpoints(svc, [(ip, f"{name}-node") for ip in pods]),
+    ]
+    if gateway_ip:
+        objs.append(gateway(gateway_ip))
+    return objs
+
+
+def inventory(clusters: dict[str, list[dict[str, Any]]], unreachable: tuple[str, ...] = ()) -> Inventory:
+    inv = Inventory()
+    for name, objs in clusters.items():
+        inv.clusters[name] = build_cluster_state(name, objs)
+    for name in unreachable:
+        state = build_cluster_state(name, [])
+        state.error = "connection refused"
+        inv.clusters[name] = state
+    return inv
