@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from reconciler import __version__
 from reconciler.clusters.discover import discover
 from reconciler.clusters.snapshot import SnapshotError, write_snapshot
 from reconciler.clusters.targets import TargetError, resolve_targets
+from reconciler.engine.changeset import Action, ChangeSet
+from reconciler.engine.sync import SyncOptions, sync
 from reconciler.explain import ExplainError, client_cluster, explain
 from reconciler.locality import Locality
 from reconciler.output import (
@@ -363,6 +366,109 @@ def snapshot(
         raise typer.Exit(EXIT_INVALID if unreachable else EXIT_OK)
     finally:
         found.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# diff / reconcile
+
+
+def _parse_bool(value: str, option: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise typer.BadParameter(f"{option} takes true or false, not {value!r}")
+
+
+def print_changeset(changes: ChangeSet, *, show_diff: bool = True) -> None:
+    """kubectl/flux-style human view: per cluster, per object, a coloured unified diff and counts."""
+    out = stdout_console()
+    styles = {"+": "green", "-": "red", "@": "cyan"}
+    for name in sorted(changes.clusters):
+        result = changes.clusters[name]
+        if not result.reachable:
+            out.print(
+                f"[bold]cluster {escape(name)}[/bold]: [red]unreachable[/red]: {escape(result.error or '')}"
+            )
+            continue
+        counts = result.counts()
+        summary = (
+            ", ".join(
+                f"{Action(a).symbol} {counts[a]} {a}"
+                for a in ("created", "configured", "pruned", "unchanged", "held", "conflict", "failed")
+                if counts[a]
+            )
+            or "no objects"
+        )
+        out.print(f"[bold]cluster {escape(name)}[/bold]: {summary}")
+        for change in result.changes:
+            if change.action is Action.UNCHANGED:
+                continue
+            colour = {"created": "green", "configured": "yellow", "pruned": "red"}.get(
+                change.action.value, "magenta"
+            )
+            line = f"  [{colour}]{change.action.symbol} {change.action.value}[/{colour}] {escape(change.ref)}"
+            if change.changed_paths:
+                line += escape(f"  ({', '.join(change.changed_paths)})")
+            out.print(line)
+            if change.message:
+                out.print(f"      {escape(change.message)}")
+            if change.previous_managers and change.action.is_difference:
+                out.print(f"      fields taken over from: {escape(', '.join(change.previous_managers))}")
+            if show_diff and change.diff:
+                for text in change.diff.splitlines():
+                    style = styles.get(text[:1]) if not text.startswith(("+++", "---")) else "bold"
+                    out.print(
+                        f"      [{style}]{escape(text)}[/{style}]" if style else f"      {escape(text)}"
+                    )
+        for note in result.notes:
+            out.print(f"  [red]{escape(note)}[/red]")
+    total = changes.counts()
+    out.print(
+        "total: "
+        + ", ".join(
+            f"{total[a]} {a}"
+            for a in ("created", "configured", "pruned", "unchanged", "held", "conflict", "failed")
+        )
+        + (" (dry run)" if changes.dry_run else "")
+    )
+
+
+@app.command("diff")
+def diff_cmd(
+    path: PathArg = Path("."),
+    state: StateOpt = None,
+    context: ContextOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    in_cluster: InClusterOpt = False,
+    request_timeout: TimeoutOpt = 10.0,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="text or json.")] = OutputFormat.TEXT,
+) -> None:
+    """Show what reconcile would change in every cluster (desired vs live, on the fields we own).
+
+    Only differing objects cost a request (a server-side dry-run apply that confirms them).
+    Exit codes (like kubectl diff): 0 no differences, 1 differences, 2 error (invalid policy,
+    unreachable cluster; what could be computed is still printed).
+    """
+    plan = _plan_or_exit(path, _source(state, context, kubeconfig, in_cluster, request_timeout))
+    try:
+        print_findings(stderr_console(), plan.findings)
+        failed = _report_clusters(plan)
+        # Against a snapshot there is no server to confirm differences with: local comparison only.
+        clients = plan.discovery.clients if plan.discovery else {}
+        options = SyncOptions(
+            apply=False, prune=plan.repo.prune.enabled, max_prune_ratio=plan.repo.prune.max_prune_ratio
+        )
+        changes = sync(plan, clients, options)
+        if output is OutputFormat.TEXT:
+            print_changeset(changes)
+        else:
+            dump_json(changes.to_dict())
+        errors = any(f.is_error for f in plan.findings) or failed or changes.has_errors
+        raise typer.Exit(EXIT_FATAL if errors else EXIT_INVALID if changes.has_differences else EXIT_OK)
+    finally:
+        plan.close()
 
 
 def main() -> None:

@@ -61,8 +61,10 @@ class Service:
     cluster_ip: str | None = None
     type: str = "ClusterIP"
     endpoints: tuple[Endpoint, ...] = ()
-    unlocated_endpoints: int = 0
-    """Ready endpoints whose locality could not be determined (reported, never guessed)."""
+    locality: Locality | None = None
+    """Where the service's ready endpoints run (see :func:`service_locality`); None is reported."""
+    locality_note: str = ""
+    """Why the locality is missing or only a region (empty when exact)."""
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -76,6 +78,10 @@ class Service:
 
     def localities(self) -> list[Locality]:
         return sorted({e.locality for e in self.endpoints if e.locality is not None})
+
+    @property
+    def headless(self) -> bool:
+        return not self.cluster_ip or self.cluster_ip == "None"
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,8 @@ class ClusterState:
 @dataclass
 class Inventory:
     clusters: dict[str, ClusterState] = field(default_factory=dict)
+    _by_label: dict[tuple[str, str], list[Service]] | None = field(default=None, repr=False, compare=False)
+    _by_key: dict[tuple[str, str, str], Service] | None = field(default=None, repr=False, compare=False)
 
     def reachable(self) -> list[ClusterState]:
         return [c for name, c in sorted(self.clusters.items()) if c.reachable]
@@ -138,6 +146,33 @@ class Inventory:
     def services(self) -> Iterable[Service]:
         for cluster in self.reachable():
             yield from cluster.services
+
+    def _index(self) -> None:
+        by_label: dict[tuple[str, str], list[Service]] = defaultdict(list)
+        by_key: dict[tuple[str, str, str], Service] = {}
+        for svc in self.services():
+            by_key[svc.key] = svc
+            for pair in svc.labels.items():
+                by_label[pair].append(svc)
+        self._by_label, self._by_key = dict(by_label), by_key
+
+    def service(self, cluster: str, namespace: str, name: str) -> Service | None:
+        """A service of a reachable cluster, by identity (indexed: selection stays linear in policies)."""
+        if self._by_key is None:
+            self._index()
+        assert self._by_key is not None
+        return self._by_key.get((cluster, namespace, name))
+
+    def services_with_labels(self, labels: Mapping[str, str]) -> list[Service]:
+        """Services of reachable clusters carrying every given label (all services when none given)."""
+        if not labels:
+            return list(self.services())
+        if self._by_label is None:
+            self._index()
+        assert self._by_label is not None
+        buckets = [self._by_label.get(pair, []) for pair in labels.items()]
+        smallest = min(buckets, key=len)
+        return [s for s in smallest if all(s.labels.get(k) == v for k, v in labels.items())]
 
     def mesh_by_name(self, name: str) -> Mesh | None:
         for cluster in self.clusters.values():
@@ -195,9 +230,8 @@ def build_cluster_state(name: str, objects: Iterable[Mapping[str, Any]], context
             for p in spec.get("ports") or []
             if "port" in p
         )
-        endpoints, unlocated = _endpoints(
-            slices.get((ns, svc_name), []), state.nodes, zone_regions, cluster_locality
-        )
+        endpoints = _endpoints(slices.get((ns, svc_name), []), state.nodes, zone_regions, cluster_locality)
+        locality, note = service_locality(endpoints, cluster_locality)
         state.services.append(
             Service(
                 cluster=name,
@@ -208,7 +242,8 @@ def build_cluster_state(name: str, objects: Iterable[Mapping[str, Any]], context
                 cluster_ip=spec.get("clusterIP"),
                 type=str(spec.get("type") or "ClusterIP"),
                 endpoints=endpoints,
-                unlocated_endpoints=unlocated,
+                locality=locality,
+                locality_note=note,
             )
         )
         gateway = _gateway(name, svc)
@@ -261,9 +296,8 @@ def _endpoints(
     nodes: Mapping[str, Locality | None],
     zone_regions: Mapping[str, str],
     cluster_locality: Locality | None,
-) -> tuple[tuple[Endpoint, ...], int]:
+) -> tuple[Endpoint, ...]:
     out: dict[str, Endpoint] = {}
-    unlocated = 0
     for es in slices:
         if es.get("addressType", "IPv4") not in ("IPv4", "IPv6"):
             continue
@@ -287,9 +321,33 @@ def _endpoints(
                 if address in out:
                     continue
                 out[address] = Endpoint(address=str(address), ports=ports, node=node, locality=locality)
-                if locality is None:
-                    unlocated += 1
-    return tuple(sorted(out.values(), key=lambda e: e.address)), unlocated
+    return tuple(sorted(out.values(), key=lambda e: e.address))
+
+
+def service_locality(
+    endpoints: Iterable[Endpoint], cluster_locality: Locality | None
+) -> tuple[Locality | None, str]:
+    """The locality one address for the whole service (its ClusterIP) can truthfully carry.
+
+    All ready endpoints in one locality: that locality. Several zones of one region: the region
+    only. Several regions, or nodes without topology labels: none (reported). No ready endpoints:
+    the cluster's locality when every node shares one, since any pod would run there.
+    """
+    endpoints = list(endpoints)
+    if not endpoints:
+        if cluster_locality is not None:
+            return cluster_locality, ""
+        return None, "no ready endpoints, and the cluster's nodes are not all in one locality"
+    localities = {e.locality for e in endpoints}
+    if None in localities:
+        return None, "some ready endpoints run on nodes without topology.kubernetes.io/region/zone labels"
+    known = sorted(loc for loc in localities if loc is not None)
+    if len(known) == 1:
+        return known[0], ""
+    regions = sorted({loc.region for loc in known})
+    if len(regions) == 1:
+        return Locality(regions[0]), f"endpoints span {len(known)} zones of {regions[0]}; the region is used"
+    return None, f"endpoints span regions {', '.join(regions)}; one address cannot carry one locality"
 
 
 def _gateway(cluster: str, svc: Mapping[str, Any]) -> Gateway | None:

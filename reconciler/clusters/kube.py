@@ -81,8 +81,14 @@ class KubeError(Exception):
         return f"{self.status} {self.reason}: {self.message}" if self.status else self.message
 
 
+_PERMANENT_500 = ("failed to create typed patch object", "field not declared in schema")
+"""Server-side apply reports schema violations as 500s; retrying those cannot help."""
+
+
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, KubeError):
+        if exc.status == 500 and any(text in exc.message for text in _PERMANENT_500):
+            return False
         return exc.status == 429 or exc.status >= 500 or exc.status == 0
     return False
 
@@ -204,6 +210,7 @@ class KubeClient:
             resource.item(meta["name"], meta.get("namespace")),
             query={
                 "fieldManager": FIELD_MANAGER,
+                "fieldValidation": "Strict",
                 "force": "true" if force else None,
                 "dryRun": "All" if dry_run else None,
             },

@@ -168,14 +168,19 @@ def _rank(loc: Locality | None, directive: Directive | None, client: Locality) -
     n = len(directive.targets)
     if loc is None:
         return n + 2
-    if loc.within(directive.source):
+    if _overlaps(loc, directive.source):
         return 0
     for i, target in enumerate(directive.targets, start=1):
-        if loc.within(target):
+        if _overlaps(loc, target):
             return i
     if loc.region == client.region:
         return n + 1
     return n + 2
+
+
+def _overlaps(endpoint: Locality, scope: Locality) -> bool:
+    """Inside the scope, or a coarser locality that contains it (a service known only by region)."""
+    return endpoint.within(scope) or scope.within(endpoint)
 
 
 def _probe_localities(directives: Sequence[Directive], clients: Counter[Locality]) -> list[Locality]:

@@ -35,7 +35,7 @@ from reconciler.policy.model import (
 )
 from reconciler.translate.names import sanitize
 from reconciler.translate.result import DesiredObject, Translation
-from reconciler.translate.virtual_destination import outlier_detection_spec, selector_matches
+from reconciler.translate.virtual_destination import outlier_detection_spec, select_services
 
 CONFLICT = "Conflict"
 """Finding code of a policy that lost a field to another one (it still applies elsewhere)."""
@@ -91,11 +91,7 @@ def _apply_policy(
     outcome = out.outcome(policy.key)
     spec = tp.spec
     if spec.destination_selector:
-        services = [
-            s
-            for s in inventory.services()
-            if any(selector_matches(sel, s) for sel in spec.destination_selector)
-        ]
+        services = select_services(inventory, spec.destination_selector)
     else:
         services = list(inventory.services())  # Gloo Mesh: no selector = every service
     if not services:
@@ -314,10 +310,7 @@ def _contribution(
 
 
 def _service(inventory: Inventory, cluster: str, namespace: str, name: str) -> Service | None:
-    state = inventory.clusters.get(cluster)
-    if state is None:
-        return None
-    return next((s for s in state.services if s.namespace == namespace and s.name == name), None)
+    return inventory.service(cluster, namespace, name)
 
 
 def subset_name(labels: dict[str, str]) -> str:

@@ -20,7 +20,7 @@ ServiceEntry for the hostname, so that one must exist too.
 from __future__ import annotations
 
 import ipaddress
-from collections import Counter
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -259,13 +259,8 @@ def _select_backings(
     if spec.localized is not None:
         for sel in spec.localized.destination_selectors:
             depends |= _selector_scope(sel, configured_clusters)
-        seen: set[tuple[str, str, str]] = set()
-        for svc in inventory.services():
-            if svc.key in seen:
-                continue
-            if any(selector_matches(sel, svc) for sel in spec.localized.destination_selectors):
-                seen.add(svc.key)
-                selected.append((svc, 0))
+        for svc in select_services(inventory, spec.localized.destination_selectors):
+            selected.append((svc, 0))
         if not selected:
             unreachable = sorted(
                 c for c in depends if c in inventory.clusters and not inventory.clusters[c].reachable
@@ -329,14 +324,18 @@ def _select_backings(
                 )
             )
             continue
-        if svc.unlocated_endpoints:
+        if svc.locality is None or svc.locality_note:
             outcome.findings.append(
                 warning(
-                    f"service {svc}: {svc.unlocated_endpoints} ready endpoint(s) without locality (their nodes "
-                    "lack topology.kubernetes.io/region/zone labels); istiod ranks them like another region's",
+                    f"service {svc}: "
+                    + (
+                        f"no locality ({svc.locality_note}); istiod ranks it like another region's"
+                        if svc.locality is None
+                        else svc.locality_note
+                    ),
                     object=policy.key,
                     location=policy.location,
-                    code="NoLocality",
+                    code="NoLocality" if svc.locality is None else "CoarseLocality",
                 )
             )
         backings.append(Backing(svc, port, index))
@@ -363,6 +362,23 @@ def _selector_scope(sel: DestinationSelector, configured: set[str]) -> set[str]:
     return scope
 
 
+def select_services(inventory: Inventory, selectors: list[DestinationSelector]) -> list[Service]:
+    """Services of reachable clusters matched by any selector, in (cluster, namespace, name) order."""
+    found: dict[tuple[str, str, str], Service] = {}
+    for sel in selectors:
+        m = sel.kube_service_matcher
+        if m is not None:
+            for svc in inventory.services_with_labels(m.labels):
+                if selector_matches(sel, svc):
+                    found[svc.key] = svc
+        if sel.kube_service_refs is not None:
+            for ref in sel.kube_service_refs.services:
+                by_ref = inventory.service(ref.cluster_name, ref.namespace, ref.name)
+                if by_ref is not None:
+                    found[by_ref.key] = by_ref
+    return [found[k] for k in sorted(found)]
+
+
 def selector_matches(sel: DestinationSelector, svc: Service) -> bool:
     """Gloo Mesh semantics: matcher fields AND'ed (empty = any), matcher and refs OR'ed."""
     m = sel.kube_service_matcher
@@ -381,13 +397,7 @@ def selector_matches(sel: DestinationSelector, svc: Service) -> bool:
 
 
 def _find_service(inventory: Inventory, cluster: str, namespace: str, name: str) -> Service | None:
-    state = inventory.clusters.get(cluster)
-    if state is None or not state.reachable:
-        return None
-    for svc in state.services:
-        if svc.namespace == namespace and svc.name == name:
-            return svc
-    return None
+    return inventory.service(cluster, namespace, name)
 
 
 def resolve_port(
@@ -432,12 +442,23 @@ def _endpoints_for(
     for b in backings:
         svc = b.service
         if svc.cluster == cluster.name:
-            for ep in svc.endpoints:
-                port = _endpoint_port(ep, b.port)
-                if port is None:
-                    continue
+            if svc.headless:
+                # No ClusterIP to aim at: the pods themselves, each with its node's locality.
+                for ep in svc.endpoints:
+                    port = _endpoint_port(ep, b.port)
+                    if port is not None:
+                        out.append(
+                            _endpoint(
+                                ep.address, port_name, port, ep.locality, svc.cluster, plan, b.index, None
+                            )
+                        )
+            else:
+                # The local service directly: its ClusterIP is stable between runs (pod IPs are not).
+                assert svc.cluster_ip is not None
                 out.append(
-                    _endpoint(ep.address, port_name, port, ep.locality, svc.cluster, plan, b.index, None)
+                    _endpoint(
+                        svc.cluster_ip, port_name, b.port.port, svc.locality, svc.cluster, plan, b.index, None
+                    )
                 )
             continue
         remote = inventory.clusters[svc.cluster]
@@ -453,23 +474,12 @@ def _endpoints_for(
                 )
             )
             continue
-        weights: Counter[Locality | None] = Counter(ep.locality for ep in svc.endpoints)
-        for locality in sorted(weights, key=lambda loc: (loc is None, loc or Locality())):
-            out.append(
-                _endpoint(
-                    gateway.address,
-                    port_name,
-                    gateway.port,
-                    locality,
-                    svc.cluster,
-                    plan,
-                    b.index,
-                    weights[locality],
-                )
-            )
+        out.append(
+            _endpoint(gateway.address, port_name, gateway.port, svc.locality, svc.cluster, plan, b.index, 1)
+        )
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     for entry in out:  # the same address can back two selected services: keep one, sum weights
-        key = (entry["address"], entry.get("locality", ""), tuple(sorted(entry["labels"].items())))
+        key = (entry["address"], entry.get("locality", ""), json.dumps(entry["labels"], sort_keys=True))
         if key in groups:
             groups[key]["weight"] = groups[key].get("weight", 1) + entry.get("weight", 1)
         else:

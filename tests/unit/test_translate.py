@@ -71,9 +71,8 @@ def test_example_service_entry_endpoints_carry_localities() -> None:
         for e in se["endpoints"]
     }
     assert by_cluster == {
-        ("mgmt-cluster", "us-east-1/us-east-1a", "10.244.0.11", 9080),
-        ("mgmt-cluster", "us-east-1/us-east-1a", "10.244.0.12", 9080),
-        ("remote-cluster", "us-east-2/us-east-2b", "172.18.0.20", 15443),  # remote gateway
+        ("mgmt-cluster", "us-east-1/us-east-1a", "10.96.1.10", 9080),  # the local service's ClusterIP
+        ("remote-cluster", "us-east-2/us-east-2b", "172.18.0.20", 15443),  # remote east-west gateway
     }
 
 
@@ -263,7 +262,7 @@ def test_zone_level_directive(tmp_path: Path) -> None:
                 t.node("c", "us-east-1", "us-east-1c"),
                 t.istiod(),
                 t.gateway("192.0.2.1"),
-                t.service("reviews"),
+                t.service("reviews", headless=True),  # pod endpoints: one per zone
                 t.endpoints("reviews", [("10.1.0.1", "a"), ("10.1.0.2", "b"), ("10.1.0.3", "c")]),
             ],
             "west": t.simple_cluster("west", "us-west-2", "us-west-2a", "192.0.2.2", ["10.2.0.1"]),
@@ -335,7 +334,7 @@ def test_target_name_selects_named_port(tmp_path: Path) -> None:
     vm = VM.split("    - {name: istiod-istio-system-west")[0]
     tr = run(tmp_path, vm, vd(port="{number: 9080, targetName: web}"), inv=inv)
     [ep] = obj(tr, "east", "ServiceEntry")["spec"]["endpoints"]
-    assert ep["ports"] == {"http": 8080}
+    assert ep["ports"] == {"http": 80}  # the service port of the ClusterIP (kube-proxy maps it to 8080)
 
 
 def test_cluster_without_locality_labels(tmp_path: Path) -> None:
@@ -369,9 +368,53 @@ def test_two_services_per_cluster_are_both_backends(tmp_path: Path) -> None:
     }
     west_se = obj(tr, "west", "ServiceEntry")["spec"]["endpoints"]
     gateway_eps = [e for e in west_se if e["address"] == "192.0.2.1"]
+    # both east services behind one gateway endpoint, weighted by how many services it stands for
+    assert len(gateway_eps) == 1 and gateway_eps[0]["weight"] == 2
+    east_se = obj(tr, "east", "ServiceEntry")["spec"]["endpoints"]
     assert (
-        len(gateway_eps) == 1 and gateway_eps[0]["weight"] == 2
-    )  # both east services behind one gateway endpoint
+        len([e for e in east_se if e["labels"]["mesh-reconciler.io/cluster"] == "east"]) == 2
+    )  # two ClusterIPs
+
+
+def test_headless_service_uses_pod_addresses(tmp_path: Path) -> None:
+    inv = t.inventory(
+        {
+            "east": [
+                t.node("a", "us-east-1", "us-east-1a"),
+                t.node("b", "us-east-1", "us-east-1b"),
+                t.istiod(),
+                t.service("reviews", headless=True),
+                t.endpoints("reviews", [("10.1.0.1", "a"), ("10.1.0.2", "b")]),
+            ]
+        }
+    )
+    vm = VM.split("    - {name: istiod-istio-system-west")[0]
+    tr = run(tmp_path, vm, vd(), inv=inv)
+    eps = obj(tr, "east", "ServiceEntry")["spec"]["endpoints"]
+    assert [(e["address"], e["locality"]) for e in eps] == [
+        ("10.1.0.1", "us-east-1/us-east-1a"),
+        ("10.1.0.2", "us-east-1/us-east-1b"),
+    ]
+
+
+def test_service_spanning_zones_gets_its_region(tmp_path: Path) -> None:
+    inv = t.inventory(
+        {
+            "east": [
+                t.node("a", "us-east-1", "us-east-1a"),
+                t.node("b", "us-east-1", "us-east-1b"),
+                t.istiod(),
+                t.service("reviews", cluster_ip="10.96.9.9"),
+                t.endpoints("reviews", [("10.1.0.1", "a"), ("10.1.0.2", "b")]),
+            ]
+        }
+    )
+    vm = VM.split("    - {name: istiod-istio-system-west")[0]
+    tr = run(tmp_path, vm, vd(), inv=inv)
+    [ep] = obj(tr, "east", "ServiceEntry")["spec"]["endpoints"]
+    assert (ep["address"], ep["locality"]) == ("10.96.9.9", "us-east-1")
+    outcome = tr.outcomes[ObjectKey("VirtualDestination", "gloo-mesh", "reviews-global")]
+    assert any(f.code == "CoarseLocality" and "span 2 zones" in f.message for f in outcome.findings)
 
 
 def test_unreachable_cluster_marks_dependent_objects(tmp_path: Path) -> None:

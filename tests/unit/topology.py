@@ -45,12 +45,18 @@ def gateway(address: str, port: int = 15443) -> dict[str, Any]:
     }
 
 
+_next_ip = iter(range(10, 250))
+
+
 def service(
     name: str,
     namespace: str = "bookinfo",
     labels: dict[str, str] | None = None,
     ports: list[dict[str, Any]] | None = None,
+    cluster_ip: str | None = None,
+    headless: bool = False,
 ) -> dict[str, Any]:
+    ip = "None" if headless else cluster_ip or f"10.96.0.{next(_next_ip)}"
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -59,7 +65,7 @@ def service(
             "namespace": namespace,
             "labels": labels if labels is not None else {"app": name},
         },
-        "spec": {"ports": ports or [{"name": "http", "port": 9080, "targetPort": 9080}]},
+        "spec": {"clusterIP": ip, "ports": ports or [{"name": "http", "port": 9080, "targetPort": 9080}]},
     }
 
 
@@ -98,11 +104,12 @@ def simple_cluster(
     gateway_ip: str | None,
     pods: list[str],
     svc: str = "reviews",
+    cluster_ip: str | None = None,
 ) -> list[dict[str, Any]]:
     objs = [
         node(f"{name}-node", region, zone),
         istiod(),
-        service(svc),
+        service(svc, cluster_ip=cluster_ip),
         endpoints(svc, [(ip, f"{name}-node") for ip in pods]),
     ]
     if gateway_ip:

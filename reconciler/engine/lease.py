@@ -1,0 +1,186 @@
+"""One applying run at a time: a ``coordination.k8s.io/v1`` Lease in the management cluster.
+
+The lease is taken (created, or taken over when its holder let it expire), renewed from a
+background thread while the run applies, and released at the end. Updates carry the
+``resourceVersion`` they read, so two runs racing for an expired lease cannot both win: the API
+server rejects the second write with a conflict. Dry runs and ``diff`` never take it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+from reconciler.clusters.kube import LEASES, KubeClient, KubeError
+
+log = logging.getLogger(__name__)
+
+
+class LeaseHeld(Exception):
+    """Another run holds the lease (the message names the holder and when it expires)."""
+
+
+class LeaseError(Exception):
+    """The lease could not be read or written (e.g. the management cluster is unreachable)."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _format(ts: datetime) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    return None
+
+
+def default_identity() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class RunLease:
+    def __init__(
+        self,
+        client: KubeClient,
+        *,
+        name: str = "mesh-reconciler",
+        namespace: str = "mesh-reconciler",
+        duration: int = 60,
+        identity: str | None = None,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.client = client
+        self.name = name
+        self.namespace = namespace
+        self.duration = duration
+        self.identity = identity or default_identity()
+        self.clock = clock
+        self._current: dict[str, Any] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.lost = threading.Event()
+        """Set when a renewal found the lease taken by someone else (the run should stop writing)."""
+
+    # -- acquire / renew / release -----------------------------------------------------------------
+
+    def acquire(self) -> None:
+        try:
+            live = self.client.get(LEASES, self.name, self.namespace)
+        except KubeError as exc:
+            raise LeaseError(f"cannot read Lease {self.namespace}/{self.name}: {exc}") from None
+        now = self.clock()
+        if live is None:
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": self.name, "namespace": self.namespace},
+                "spec": self._spec(now, transitions=0, acquired=now),
+            }
+            try:
+                self._current = self.client.create(LEASES, body)
+            except KubeError as exc:
+                if exc.status == 409:
+                    raise LeaseHeld(
+                        f"Lease {self.namespace}/{self.name} was just taken by another run"
+                    ) from None
+                raise LeaseError(f"cannot create Lease {self.namespace}/{self.name}: {exc}") from None
+            return
+        spec = live.get("spec") or {}
+        holder = spec.get("holderIdentity") or ""
+        renewed = _parse(spec.get("renewTime")) or _parse(spec.get("acquireTime"))
+        duration = int(spec.get("leaseDurationSeconds") or self.duration)
+        expires = renewed + timedelta(seconds=duration) if renewed else None
+        if holder and holder != self.identity and expires is not None and expires > now:
+            raise LeaseHeld(
+                f"another run ({holder}) holds Lease {self.namespace}/{self.name} until {_format(expires)}; "
+                "it will be retried on the next schedule"
+            )
+        transitions = int(spec.get("leaseTransitions") or 0) + (
+            1 if holder and holder != self.identity else 0
+        )
+        live["spec"] = self._spec(now, transitions=transitions, acquired=now)
+        try:
+            self._current = self.client.replace(LEASES, live)
+        except KubeError as exc:
+            if exc.status == 409:
+                raise LeaseHeld(f"Lease {self.namespace}/{self.name} was just taken by another run") from None
+            raise LeaseError(f"cannot take over Lease {self.namespace}/{self.name}: {exc}") from None
+        if holder and holder != self.identity:
+            log.warning("took over expired Lease %s/%s from %s", self.namespace, self.name, holder)
+
+    def _spec(self, now: datetime, *, transitions: int, acquired: datetime) -> dict[str, Any]:
+        return {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": self.duration,
+            "acquireTime": _format(acquired),
+            "renewTime": _format(now),
+            "leaseTransitions": transitions,
+        }
+
+    def renew(self) -> None:
+        if self._current is None:
+            return
+        body = dict(self._current)
+        spec = dict(body.get("spec") or {})
+        spec["renewTime"] = _format(self.clock())
+        body["spec"] = spec
+        try:
+            self._current = self.client.replace(LEASES, body)
+        except KubeError as exc:
+            if exc.status == 409:
+                self.lost.set()
+                log.error("lost Lease %s/%s to another run", self.namespace, self.name)
+                return
+            log.warning("could not renew Lease %s/%s: %s", self.namespace, self.name, exc)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._current is None or self.lost.is_set():
+            return
+        body = dict(self._current)
+        spec = dict(body.get("spec") or {})
+        spec["holderIdentity"] = None
+        spec["renewTime"] = _format(self.clock())
+        body["spec"] = {k: v for k, v in spec.items() if v is not None}
+        try:
+            self.client.replace(LEASES, body)
+        except KubeError as exc:
+            log.warning(
+                "could not release Lease %s/%s (it expires by itself): %s", self.namespace, self.name, exc
+            )
+        self._current = None
+
+    def _renew_loop(self) -> None:
+        interval = max(1.0, self.duration / 3)
+        while not self._stop.wait(interval):
+            self.renew()
+
+    def __enter__(self) -> RunLease:
+        self.acquire()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._renew_loop, name="lease-renewal", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()

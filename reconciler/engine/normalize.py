@@ -1,0 +1,170 @@
+"""Compare desired and live objects on the fields *we* own, the way server-side apply sees them.
+
+A live object carries fields nobody declared (``status``, ``uid``, ``resourceVersion``,
+``managedFields``, API-server defaults) and maybe fields other managers set. Comparing those against
+what we render would report false differences forever (Argo CD's best-known diff complaint). So
+the live side is projected onto the fields our field manager owns, read from
+``metadata.managedFields`` (``fieldsV1``): fields we set before and no longer declare still show
+up — as removals — and everything else is ignored.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from deepdiff import DeepDiff
+
+from reconciler.clusters.kube import FIELD_MANAGER
+
+IDENTITY_FIELDS = ("apiVersion", "kind")
+
+
+def owned_fields(live: dict[str, Any], manager: str = FIELD_MANAGER) -> dict[str, Any] | None:
+    """The ``fieldsV1`` set our manager holds through Apply operations (None: we own nothing)."""
+    merged: dict[str, Any] | None = None
+    for entry in (live.get("metadata") or {}).get("managedFields") or []:
+        if entry.get("manager") == manager and entry.get("operation") == "Apply":
+            merged = _merge_sets(merged or {}, entry.get("fieldsV1") or {})
+    return merged
+
+
+def _merge_sets(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = _merge_sets(out.get(key) or {}, value or {}) if key in out else value
+    return out
+
+
+def project(value: Any, fields: dict[str, Any]) -> Any:
+    """Keep only the parts of ``value`` named by a ``fieldsV1`` set.
+
+    ``f:name`` selects a map key; an empty set below it means the whole value. List entries
+    (``k:``/``v:``/``i:``) select the list as a whole: Istio's lists are atomic.
+    """
+    if not fields or not isinstance(value, dict):
+        return copy.deepcopy(value)
+    out: dict[str, Any] = {}
+    for key, sub in fields.items():
+        if key == ".":
+            continue
+        if not key.startswith("f:"):
+            return copy.deepcopy(value)  # list-entry selectors at this level: take it whole
+        name = key[2:]
+        if name not in value:
+            continue
+        child = value[name]
+        if isinstance(child, list) or not sub or set(sub) == {"."}:
+            out[name] = copy.deepcopy(child)
+        else:
+            out[name] = project(child, sub)
+    return out
+
+
+def comparable_live(live: dict[str, Any], declared: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The live object reduced to what we own plus what we declare now.
+
+    ``declared`` (a fieldsV1 set, see :func:`declared_fields`) keeps fields we want to set even
+    when another manager took them over (drift made with ``kubectl edit``), so the diff shows
+    their live value rather than their absence.
+    """
+    fields = owned_fields(live)
+    if declared is not None:
+        fields = _merge_sets(fields or {}, declared)
+    meta = live.get("metadata") or {}
+    out: dict[str, Any] = {k: live.get(k) for k in IDENTITY_FIELDS}
+    out["metadata"] = {"name": meta.get("name"), "namespace": meta.get("namespace")}
+    if fields is None:
+        # Not applied by us (yet): compare everything we would declare.
+        for key in ("labels", "annotations"):
+            if meta.get(key):
+                out["metadata"][key] = copy.deepcopy(meta[key])
+        if "spec" in live:
+            out["spec"] = copy.deepcopy(live["spec"])
+        return out
+    owned_meta = project(meta, fields.get("f:metadata") or {})
+    for key in ("labels", "annotations"):
+        if key in owned_meta:
+            out["metadata"][key] = owned_meta[key]
+    if "f:spec" in fields and "spec" in live:
+        out["spec"] = project(live["spec"], fields["f:spec"])
+    return out
+
+
+def comparable_desired(desired: dict[str, Any]) -> dict[str, Any]:
+    meta = desired.get("metadata") or {}
+    out: dict[str, Any] = {k: desired.get(k) for k in IDENTITY_FIELDS}
+    out["metadata"] = {"name": meta.get("name"), "namespace": meta.get("namespace")}
+    for key in ("labels", "annotations"):
+        if meta.get(key):
+            out["metadata"][key] = copy.deepcopy(meta[key])
+    if "spec" in desired:
+        out["spec"] = copy.deepcopy(desired["spec"])
+    return out
+
+
+def changed_paths(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Paths (``spec.trafficPolicy.outlierDetection.interval``) that differ; empty when equal."""
+    diff = DeepDiff(before, after, ignore_numeric_type_changes=True, view="tree", verbose_level=2)
+    paths: set[str] = set()
+    for items in diff.values():
+        for item in items:
+            paths.add(_dotted(item.path(output_format="list")))
+    return sorted(paths)
+
+
+def _dotted(parts: list[Any]) -> str:
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += ("." if out else "") + str(p)
+    return out
+
+
+def _overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    for key in a.keys() & b.keys():
+        if key == ".":
+            continue
+        if not a[key] or not b[key] or _overlap(a[key], b[key]):
+            return True
+    return False
+
+
+def field_owners(obj: dict[str, Any], declared: dict[str, Any], manager: str = FIELD_MANAGER) -> list[str]:
+    """Other managers that own at least one of the ``declared`` fields (an apply would take them over)."""
+    names = set()
+    for entry in (obj.get("metadata") or {}).get("managedFields") or []:
+        name = entry.get("manager")
+        if name and name != manager and _overlap(entry.get("fieldsV1") or {}, declared):
+            names.add(str(name))
+    return sorted(names)
+
+
+def other_managers(obj: dict[str, Any], manager: str = FIELD_MANAGER) -> list[str]:
+    """Field managers other than ours recorded on an object."""
+    names = set()
+    for entry in (obj.get("metadata") or {}).get("managedFields") or []:
+        name = entry.get("manager")
+        if name and name != manager:
+            names.add(str(name))
+    return sorted(names)
+
+
+def declared_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """The ``fieldsV1`` set a manifest declares (what an apply of it would own)."""
+
+    def walk(value: Any) -> dict[str, Any]:
+        if isinstance(value, dict):
+            return {f"f:{k}": walk(v) for k, v in value.items()}
+        return {}
+
+    meta = obj.get("metadata") or {}
+    out: dict[str, Any] = {"f:metadata": {}}
+    for key in ("labels", "annotations"):
+        if meta.get(key):
+            out["f:metadata"][f"f:{key}"] = walk(meta[key])
+    if "spec" in obj:
+        out["f:spec"] = walk(obj["spec"])
+    return out

@@ -1,0 +1,180 @@
+"""Status reports on disk: ``<status_path>/<Kind>/<namespace>/<name>.yaml`` plus a README table.
+
+Files are written only when their bytes change and reports of deleted policies are removed, so the
+status directory always mirrors the repository and a run that changed nothing leaves the worktree
+clean (no commit). Reading is forgiving: the status directory sits in a repository people edit, and
+a broken or foreign file there must never stop a reconcile — it is ignored (and later replaced).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import urllib.parse
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from reconciler.findings import ObjectKey
+from reconciler.status.build import StatusDoc, status_summary
+
+HEADER = "# Written by mesh-reconciler after each run; edits are overwritten. See README.md here.\n"
+README = "README.md"
+MAX_STATUS_FILE_BYTES = 1024 * 1024
+"""Larger files in the status directory are not ours: skip them rather than parse them."""
+
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SafeDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def _status_root(root: Path, status_path: str) -> Path:
+    """The status directory; refuses paths that would write outside ``root`` (``../``, absolute)."""
+    rel = PurePosixPath(status_path.replace("\\", "/"))
+    if rel.is_absolute() or ".." in rel.parts or rel.as_posix() in ("", "."):
+        raise ValueError(f"status path must be a subdirectory of the repository, got {status_path!r}")
+    status_root = root.joinpath(*rel.parts)
+    try:
+        status_root.resolve().relative_to(root.resolve())
+    except ValueError:
+        raise ValueError(f"status path {status_path!r} leads outside the repository (symlink?)") from None
+    return status_root
+
+
+def _segment(value: str) -> str:
+    """A name as one safe path segment (policy names from broken files may hold ``/`` or ``..``)."""
+    encoded = urllib.parse.quote(value, safe="")
+    if not encoded:
+        return "%00"
+    if encoded.startswith("."):
+        encoded = "%2E" + encoded[1:]
+    return encoded
+
+
+def _unsegment(value: str) -> str:
+    return "" if value == "%00" else urllib.parse.unquote(value)
+
+
+def status_file(key: ObjectKey) -> str:
+    """Path of a policy's report relative to the status directory."""
+    return f"{_segment(key.kind)}/{_segment(key.namespace)}/{_segment(key.name)}.yaml"
+
+
+def render_doc(doc: StatusDoc) -> str:
+    body = yaml.dump(
+        doc, Dumper=_SafeDumper, sort_keys=True, default_flow_style=False, allow_unicode=True, width=100
+    )
+    return HEADER + body
+
+
+def _report_files(status_root: Path) -> list[Path]:
+    """Existing ``Kind/namespace/name.yaml`` files (the only files we own besides README.md)."""
+    if not status_root.is_dir():
+        return []
+    out = []
+    for path in status_root.glob("*/*/*"):
+        if path.suffix in (".yaml", ".yml") and path.is_file() and not path.name.startswith("."):
+            out.append(path)
+    return sorted(out)
+
+
+def read_status_dir(root: Path, status_path: str) -> dict[ObjectKey, StatusDoc]:
+    """Reports written by earlier runs, keyed by identity; unreadable or foreign files are skipped."""
+    status_root = _status_root(root, status_path)
+    out: dict[ObjectKey, StatusDoc] = {}
+    for path in _report_files(status_root):
+        try:
+            if path.is_symlink() or path.stat().st_size > MAX_STATUS_FILE_BYTES:
+                continue
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_SafeLoader)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+            continue
+        if not isinstance(data, dict) or not isinstance(data.get("status"), dict):
+            continue
+        kind = _unsegment(path.parent.parent.name)
+        namespace = _unsegment(path.parent.name)
+        name = _unsegment(path.name.rsplit(".", 1)[0])
+        out[ObjectKey(kind, namespace, name)] = data
+    return out
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_readme(docs: Mapping[ObjectKey, StatusDoc], commit: str) -> str:
+    """The summary table: one row per policy, one column per cluster (deterministic, no timestamps)."""
+    accepted, invalid, failed, pending = status_summary(docs)
+    clusters = sorted(
+        {str(c) for doc in docs.values() for c in ((doc.get("status") or {}).get("clusters") or {})}
+    )
+    lines = [
+        "# Policy status",
+        "",
+        "Written by mesh-reconciler after each run; do not edit (changes are overwritten).",
+        "",
+        f"- Last reconciled commit: `{commit}`",
+        f"- {len(docs)} policies: {accepted} accepted, {invalid} invalid, {failed} failed, {pending} pending",
+        "",
+    ]
+    if not docs:
+        lines.append("No policies found.")
+        return "\n".join(lines) + "\n"
+    lines.append("| Policy | State | " + " | ".join(_cell(c) for c in clusters) + " |")
+    lines.append("|---|---|" + "---|" * len(clusters))
+    for key in sorted(docs):
+        status: dict[str, Any] = docs[key].get("status") or {}
+        per_cluster = status.get("clusters") or {}
+        cells = [
+            str((per_cluster.get(c) or {}).get("state", "-")) if c in per_cluster else "-" for c in clusters
+        ]
+        link = f"[{_cell(str(key))}]({status_file(key)})"
+        lines.append(f"| {link} | {status.get('state', '?')} | " + " | ".join(cells) + " |")
+    problems = [
+        (key, str(e)) for key in sorted(docs) for e in ((docs[key].get("status") or {}).get("errors") or [])
+    ]
+    if problems:
+        lines += ["", "## Errors", ""]
+        lines += [f"- {_cell(str(key))}: {_cell(e)}" for key, e in problems]
+    return "\n".join(lines) + "\n"
+
+
+def _write_if_changed(path: Path, text: str) -> bool:
+    data = text.encode("utf-8")
+    try:
+        if not path.is_symlink() and path.is_file() and path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write-then-rename: a crash never leaves a truncated report that a later run would misread.
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)  # replaces a symlink itself, never writes through it
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def write_status_dir(root: Path, status_path: str, docs: Mapping[ObjectKey, StatusDoc], commit: str) -> bool:
+    """Make the status directory match ``docs``; True iff any file was written or removed."""
+    status_root = _status_root(root, status_path)
+    changed = False
+    wanted = {status_root / status_file(key): render_doc(doc) for key, doc in docs.items()}
+    for path in _report_files(status_root):
+        if path not in wanted:
+            path.unlink()
+            changed = True
+            for parent in (path.parent, path.parent.parent):
+                try:
+                    parent.rmdir()  # only succeeds when empty
+                except OSError:
+                    break
+    for path in sorted(wanted):
+        changed |= _write_if_changed(path, wanted[path])
+    changed |= _write_if_changed(status_root / README, render_readme(docs, commit))
+    return changed

@@ -1,0 +1,392 @@
+"""Discovery, translation, diff, apply and prune against real API servers (several contexts)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubeharness import Clusters, kube
+from kubernetes.client import ApiClient
+
+from reconciler.clusters.kube import ISTIO_RESOURCES
+from reconciler.engine.changeset import Action, ChangeSet
+from reconciler.engine.lease import LeaseHeld, RunLease
+from reconciler.engine.run import LeaseSettings, run_pass
+from reconciler.engine.sync import SyncOptions, sync
+from reconciler.plan import ClusterSource, build_plan
+from tests.integration.conftest import TWO
+
+pytestmark = pytest.mark.integration
+
+ISTIO_PLURALS = {r.plural for r in ISTIO_RESOURCES.values()}
+DISCOVERY_PLURALS = {"nodes", "services", "endpointslices", "deployments"} | ISTIO_PLURALS
+
+
+def requests_since(clusters: Clusters, marks: dict[str, Any], name: str) -> list[Any]:
+    return [r for r in clusters[name].audit_requests(since=marks[name], user="admin")]
+
+
+def mark(clusters: Clusters) -> dict[str, Any]:
+    return {n: clusters[n].audit_mark() for n in TWO}
+
+
+def actions(changes: ChangeSet, cluster: str | None = None) -> Counter[str]:
+    return Counter(c.action.value for c in changes.all() if cluster is None or c.cluster == cluster)
+
+
+def reconcile(repo: Path, source: ClusterSource, **kw: Any) -> ChangeSet:
+    options = SyncOptions(apply=True, **kw)
+    return run_pass(repo, source, options, LeaseSettings(cluster="mgmt-cluster")).changes
+
+
+def live(api: ApiClient, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+    result: dict[str, Any] | None = kube.get_or_none(
+        api, "networking.istio.io/v1", kind, name, namespace=namespace
+    )
+    return result
+
+
+# --- discovery and translation --------------------------------------------------------------------
+
+
+def test_discovery_one_list_per_kind_per_cluster(
+    fresh: Clusters, repo: Path, two_clusters: ClusterSource
+) -> None:
+    marks = mark(fresh)
+    plan = build_plan(repo, two_clusters)
+    plan.close()
+    for name in TWO:
+        reqs = requests_since(fresh, marks, name)
+        assert Counter(r.verb for r in reqs) == {"list": len(DISCOVERY_PLURALS)}, [r.short() for r in reqs]
+        assert {r.resource for r in reqs} == DISCOVERY_PLURALS
+    mgmt = plan.inventory.clusters["mgmt-cluster"]
+    assert [str(loc) for loc in mgmt.localities()] == ["us-east-1/us-east-1a"]
+    [reviews] = [s for s in mgmt.services if s.name == "reviews"]
+    assert reviews.cluster_ip and str(reviews.locality) == "us-east-1/us-east-1a"
+    assert len(reviews.endpoints) == 2
+    assert [m.name for m in mgmt.meshes] == ["istiod-istio-system-mgmt-cluster"]
+    assert [(g.address, g.port) for g in mgmt.gateways] == [("172.18.0.10", 15443)]
+    assert "cluster-3" not in plan.inventory.clusters  # only the contexts asked for
+    assert not any(f.is_error for f in plan.findings)
+
+
+def test_every_rendered_object_is_accepted_by_the_real_api_server(
+    fresh: Clusters, repo: Path, api_clients: dict[str, ApiClient], kubeconfig: Path
+) -> None:
+    # All three clusters, with ordered and zone-level directives: exercises failoverPriority too.
+    (repo / "reconciler.yaml").write_text("clusters: {}\n")
+    vd = (
+        (repo / "bookinfo-global.yaml")
+        .read_text()
+        .replace(
+            "    destinationSelectors:",
+            "    failoverDirectives:\n"
+            "      - from: {region: us-east-1, zone: us-east-1a}\n"
+            "        to: [{region: eu-west-1}, {region: us-east-2, zone: us-east-2b}]\n"
+            "    destinationSelectors:",
+        )
+    )
+    (repo / "bookinfo-global.yaml").write_text(vd)
+    plan = build_plan(repo, ClusterSource(kubeconfigs=[str(kubeconfig)]))
+    try:
+        assert not any(f.is_error for f in plan.findings), [f.format() for f in plan.findings]
+        objects = plan.translation.all_objects()
+        assert {o.cluster for o in objects} == {"mgmt-cluster", "remote-cluster", "cluster-3"}
+        assert {o.kind for o in objects} == {"ServiceEntry", "DestinationRule", "VirtualService"}
+        dr = next(o for o in objects if o.kind == "DestinationRule" and o.cluster == "mgmt-cluster")
+        assert "failoverPriority" in dr.body["spec"]["trafficPolicy"]["loadBalancer"]["localityLbSetting"]
+        assert plan.discovery is not None
+        for o in objects:
+            client = plan.discovery.clients[o.cluster]
+            result = client.apply(ISTIO_RESOURCES[o.kind], o.body, force=False, dry_run=True)
+            assert result["spec"] == o.body["spec"], o.ref  # nothing pruned or rewritten by the schema
+    finally:
+        plan.close()
+
+
+# --- reconcile ------------------------------------------------------------------------------------
+
+
+def test_first_reconcile_creates_everything_second_is_a_noop(
+    fresh: Clusters, repo: Path, two_clusters: ClusterSource, api_clients: dict[str, ApiClient]
+) -> None:
+    first = reconcile(repo, two_clusters)
+    assert actions(first) == {"created": 5}, first.to_dict()
+    assert actions(first, "mgmt-cluster") == {"created": 3}
+    se = live(api_clients["mgmt-cluster"], "ServiceEntry", "vd-bookinfo-global-gloo-mesh", "istio-system")
+    assert se is not None and se["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mesh-reconciler"
+    vs = live(api_clients["mgmt-cluster"], "VirtualService", "reviews", "bookinfo")
+    assert vs is not None and vs["spec"]["http"][0]["route"][0]["destination"]["host"] == "reviews.global"
+
+    marks = mark(fresh)
+    second = reconcile(repo, two_clusters)
+    assert actions(second) == {"unchanged": 5}
+    for name in TWO:
+        istio_writes = [
+            r.short()
+            for r in requests_since(fresh, marks, name)
+            if r.resource in ISTIO_PLURALS and r.verb != "list"
+        ]
+        assert istio_writes == [], istio_writes  # not even a dry run
+
+
+def test_noop_diff_makes_only_list_requests(fresh: Clusters, repo: Path, two_clusters: ClusterSource) -> None:
+    reconcile(repo, two_clusters)
+    marks = mark(fresh)
+    plan = build_plan(repo, two_clusters)
+    try:
+        assert plan.discovery is not None
+        changes = sync(plan, plan.discovery.clients, SyncOptions(apply=False))
+    finally:
+        plan.close()
+    assert not changes.has_differences
+    for name in TWO:
+        reqs = requests_since(fresh, marks, name)
+        assert {r.verb for r in reqs} == {"list"}, [r.short() for r in reqs]
+        assert len(reqs) == len(DISCOVERY_PLURALS)
+
+
+def test_drift_is_detected_by_diff_and_restored_by_reconcile(
+    fresh: Clusters, repo: Path, two_clusters: ClusterSource, api_clients: dict[str, ApiClient]
+) -> None:
+    reconcile(repo, two_clusters)
+    mgmt = api_clients["mgmt-cluster"]
+    kube.merge_patch(
+        mgmt,
+        "networking.istio.io/v1",
+        "DestinationRule",
+        "vd-bookinfo-global-gloo-mesh",
+        {"spec": {"trafficPolicy": {"outlierDetection": {"interval": "30s"}}}},
+        namespace="istio-system",
+        field_manager="kubectl-edit",
+    )
+    marks = mark(fresh)
+    plan = build_plan(repo, two_clusters)
+    try:
+        assert plan.discovery is not None
+        diff = sync(plan, plan.discovery.clients, SyncOptions(apply=False))
+    finally:
+        plan.close()
+    [changed] = [c for c in diff.all() if c.action is Action.CONFIGURE]
+    assert (changed.cluster, changed.kind) == ("mgmt-cluster", "DestinationRule")
+    assert changed.changed_paths == ["spec.trafficPolicy.outlierDetection.interval"]
+    assert "-      interval: 30s" in changed.diff and "+      interval: 5s" in changed.diff
+    mgmt_reqs = requests_since(fresh, marks, "mgmt-cluster")
+    confirmations = [r for r in mgmt_reqs if r.verb == "patch"]
+    assert [(r.resource, r.dry_run) for r in confirmations] == [
+        ("destinationrules", True)
+    ]  # only the drifted one
+    assert not [r for r in requests_since(fresh, marks, "remote-cluster") if r.verb != "list"]
+
+    restored = reconcile(repo, two_clusters)
+    [fixed] = [c for c in restored.all() if c.action is Action.CONFIGURE]
+    assert fixed.previous_managers == ["kubectl-edit"]
+    dr = live(mgmt, "DestinationRule", "vd-bookinfo-global-gloo-mesh", "istio-system")
+    assert dr is not None and dr["spec"]["trafficPolicy"]["outlierDetection"]["interval"] == "5s"
+
+
+def test_removing_a_policy_prunes_exactly_its_objects(
+    fresh: Clusters, repo: Path, two_clusters: ClusterSource, api_clients: dict[str, ApiClient]
+) -> None:
+    reconcile(repo, two_clusters)
+    (repo / "reviews-shift-failover.yaml").unlink()
+    changes = reconcile(repo, two_clusters)
+    assert [(c.cluster, c.kind, c.action) for c in changes.all() if c.action is not Action.UNCHANGED] == [
+        ("mgmt-cluster", "VirtualService", Action.PRUNE)
+    ]
+    assert live(api_clients["mgmt-cluster"], "VirtualService", "reviews", "bookinfo") is None
+    assert live(api_clients["mgmt-cluster"], "ServiceEntry", "vd-bookinfo-global-gloo-mesh", "istio-system")
+
+
+def test_mass_prune_is_refused_unless_allowed(
+    fresh: Clusters, repo: Path, two_clusters: ClusterSource, api_clients: dict[str, ApiClient]
+) -> None:
+    reconcile(repo, two_clusters)
+    (repo / "bookinfo-global.yaml").unlink()
+    (repo / "reviews-shift-failover.yaml").unlink()
+    refused = reconcile(repo, two_clusters)
+    assert actions(refused) == {"failed": 5}
+    assert "refusing to prune 3 of 3 objects in mgmt-cluster" in refused.clusters["mgmt-cluster"].notes[0]
+    assert live(api_clients["mgmt-cluster"], "VirtualService", "reviews", "bookinfo") is not None
+    allowed = reconcile(repo, two_clusters, allow_mass_prune=True)
+    assert actions(allowed) == {"pruned": 5}
+
+
+def test_objects_we_do_not_own_are_never_touched(
+    fresh: Clusters, repo: Path, two_clusters: ClusterSource, api_clients: dict[str, ApiClient]
+) -> None:
+    mgmt = api_clients["mgmt-cluster"]
+    theirs = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "reviews", "namespace": "bookinfo"},
+        "spec": {
+            "hosts": ["reviews.bookinfo.svc.cluster.local"],
+            "http": [{"route": [{"destination": {"host": "reviews"}}]}],
+        },
+    }
+    kube.apply(mgmt, theirs, field_manager="helm")
+    # Our label without our annotation: looks ours to a label selector, but is not.
+    impostor = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {
+            "name": "ratings",
+            "namespace": "bookinfo",
+            "labels": {"app.kubernetes.io/managed-by": "mesh-reconciler"},
+        },
+        "spec": {"host": "ratings.bookinfo.svc.cluster.local"},
+    }
+    kube.apply(mgmt, impostor, field_manager="someone")
+    changes = reconcile(repo, two_clusters)
+    [conflict] = [c for c in changes.all() if c.action is Action.CONFLICT]
+    assert (conflict.kind, conflict.name) == ("VirtualService", "reviews")
+    assert "not managed by mesh-reconciler" in conflict.message and "--adopt" in conflict.message
+    vs = live(mgmt, "VirtualService", "reviews", "bookinfo")
+    assert vs is not None and vs["spec"]["http"][0]["route"][0]["destination"]["host"] == "reviews"
+    assert live(mgmt, "DestinationRule", "ratings", "bookinfo") is not None
+    assert actions(changes) == {"created": 4, "conflict": 1}
+
+    adopted = reconcile(repo, two_clusters, adopt=True)
+    [taken] = [c for c in adopted.all() if c.kind == "VirtualService"]
+    assert taken.action is Action.CONFIGURE and "helm" in taken.previous_managers
+    assert live(mgmt, "DestinationRule", "ratings", "bookinfo") is not None  # still never pruned
+
+
+def test_api_server_stopped_mid_run_leaves_others_converged(
+    fresh: Clusters, repo: Path, two_clusters: ClusterSource, api_clients: dict[str, ApiClient]
+) -> None:
+    plan = build_plan(repo, two_clusters)  # discovery sees both clusters...
+    try:
+        fresh["remote-cluster"].stop_apiserver()  # ...then remote goes away before the writes
+        assert plan.discovery is not None
+        changes = sync(plan, plan.discovery.clients, SyncOptions(apply=True))
+    finally:
+        plan.close()
+        fresh["remote-cluster"].start_apiserver()
+    assert actions(changes, "mgmt-cluster") == {"created": 3}
+    remote = changes.clusters["remote-cluster"]
+    assert not remote.reachable or actions(changes, "remote-cluster") == {"failed": 2}
+    assert changes.has_errors
+    assert live(api_clients["mgmt-cluster"], "ServiceEntry", "vd-bookinfo-global-gloo-mesh", "istio-system")
+
+
+def test_unreachable_cluster_is_reported_and_nothing_elsewhere_is_pruned(
+    fresh: Clusters, repo: Path, two_clusters: ClusterSource, api_clients: dict[str, ApiClient]
+) -> None:
+    reconcile(repo, two_clusters)
+    fresh["remote-cluster"].stop_apiserver()
+    try:
+        changes = reconcile(repo, two_clusters)
+    finally:
+        fresh["remote-cluster"].start_apiserver()
+    assert not changes.clusters["remote-cluster"].reachable
+    # mgmt's objects depend on remote's discovery (its endpoints): held as they are, nothing deleted
+    assert actions(changes, "mgmt-cluster") == {"held": 2, "unchanged": 1}
+    assert live(api_clients["mgmt-cluster"], "ServiceEntry", "vd-bookinfo-global-gloo-mesh", "istio-system")
+
+
+def test_invalid_policy_keeps_its_objects(
+    fresh: Clusters, repo: Path, two_clusters: ClusterSource, api_clients: dict[str, ApiClient]
+) -> None:
+    reconcile(repo, two_clusters)
+    path = repo / "bookinfo-global.yaml"
+    path.write_text(path.read_text().replace("outlierDetection:", "outlierDetecton:"))
+    changes = reconcile(repo, two_clusters)
+    held = [c for c in changes.all() if c.action is Action.HELD]
+    # the VirtualService too: its TrafficPolicy shifts to the now-invalid VirtualDestination
+    assert {(c.cluster, c.kind) for c in held} == {
+        ("mgmt-cluster", "ServiceEntry"),
+        ("mgmt-cluster", "DestinationRule"),
+        ("mgmt-cluster", "VirtualService"),
+        ("remote-cluster", "ServiceEntry"),
+        ("remote-cluster", "DestinationRule"),
+    }
+    assert all("is invalid" in c.message for c in held)
+    assert live(
+        api_clients["remote-cluster"], "DestinationRule", "vd-bookinfo-global-gloo-mesh", "istio-system"
+    )
+
+
+def test_unparseable_file_suspends_pruning(
+    fresh: Clusters, repo: Path, two_clusters: ClusterSource, api_clients: dict[str, ApiClient]
+) -> None:
+    reconcile(repo, two_clusters)
+    (repo / "reviews-shift-failover.yaml").write_text("kind: [unterminated\n")
+    changes = reconcile(repo, two_clusters)
+    [vs] = [c for c in changes.all() if c.kind == "VirtualService"]
+    assert vs.action is Action.HELD and "pruning suspended" in vs.message
+    assert live(api_clients["mgmt-cluster"], "VirtualService", "reviews", "bookinfo") is not None
+
+
+def test_dry_run_validates_without_persisting(
+    fresh: Clusters, repo: Path, two_clusters: ClusterSource, api_clients: dict[str, ApiClient]
+) -> None:
+    marks = mark(fresh)
+    changes = reconcile(repo, two_clusters, dry_run=True)
+    assert actions(changes) == {"created": 5}
+    assert not any(c.written for c in changes.all())
+    for name in TWO:
+        writes = [
+            r for r in requests_since(fresh, marks, name) if r.resource in ISTIO_PLURALS and r.verb == "patch"
+        ]
+        assert writes and all(r.dry_run for r in writes)
+    assert (
+        live(api_clients["mgmt-cluster"], "ServiceEntry", "vd-bookinfo-global-gloo-mesh", "istio-system")
+        is None
+    )
+
+
+def test_no_force_reports_conflicting_manager(
+    fresh: Clusters, repo: Path, two_clusters: ClusterSource, api_clients: dict[str, ApiClient]
+) -> None:
+    reconcile(repo, two_clusters)
+    mgmt = api_clients["mgmt-cluster"]
+    kube.apply(
+        mgmt,
+        {
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule",
+            "metadata": {"name": "vd-bookinfo-global-gloo-mesh", "namespace": "istio-system"},
+            "spec": {"host": "reviews.global", "trafficPolicy": {"outlierDetection": {"interval": "7s"}}},
+        },
+        field_manager="platform-oncall",
+        force=True,
+    )
+    refused = reconcile(repo, two_clusters, force=False)
+    [conflict] = [c for c in refused.all() if c.action is Action.CONFLICT]
+    assert conflict.previous_managers == ["platform-oncall"]
+    assert "--no-force" in conflict.message
+    forced = reconcile(repo, two_clusters)
+    [taken] = [c for c in forced.all() if c.action is Action.CONFIGURE]
+    assert taken.previous_managers == ["platform-oncall"]
+
+
+def test_lease_held_by_another_run_and_stale_lease_taken_over(
+    fresh: Clusters, repo: Path, two_clusters: ClusterSource
+) -> None:
+    plan = build_plan(repo, two_clusters)
+    try:
+        assert plan.discovery is not None
+        other = RunLease(plan.discovery.clients["mgmt-cluster"], identity="other-run", duration=60)
+        other.acquire()
+        with pytest.raises(LeaseHeld, match="other-run"):
+            run_pass(
+                repo, two_clusters, SyncOptions(apply=True), LeaseSettings(cluster="mgmt-cluster"), plan=plan
+            )
+        # a dry run takes no lock
+        run_pass(repo, two_clusters, SyncOptions(apply=True, dry_run=True), plan=plan)
+        stale = RunLease(plan.discovery.clients["mgmt-cluster"], identity="crashed-run", duration=1)
+        other.release()
+        stale.acquire()  # never released: the holder "crashed"
+        import time
+
+        time.sleep(2.1)
+        result = run_pass(
+            repo, two_clusters, SyncOptions(apply=True), LeaseSettings(cluster="mgmt-cluster"), plan=plan
+        )
+        assert actions(result.changes) == {"created": 5}
+    finally:
+        plan.close()

@@ -1,0 +1,86 @@
+"""Owned-field projection: live objects compared on what our field manager owns."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from reconciler.engine.normalize import (
+    changed_paths,
+    comparable_desired,
+    comparable_live,
+    declared_fields,
+    other_managers,
+    owned_fields,
+)
+
+DESIRED: dict[str, Any] = {
+    "apiVersion": "networking.istio.io/v1",
+    "kind": "DestinationRule",
+    "metadata": {
+        "name": "r",
+        "namespace": "ns",
+        "labels": {"app.kubernetes.io/managed-by": "mesh-reconciler"},
+    },
+    "spec": {"host": "a.global", "trafficPolicy": {"outlierDetection": {"interval": "5s"}}},
+}
+
+
+def live_from(desired: dict[str, Any], **spec_extra: Any) -> dict[str, Any]:
+    """A live object as the API server returns it after our apply, plus someone else's fields."""
+    desired = copy.deepcopy(desired)
+    spec = {**desired["spec"], **spec_extra}
+    return {
+        **desired,
+        "metadata": {
+            **desired["metadata"],
+            "uid": "u1",
+            "resourceVersion": "42",
+            "generation": 3,
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "labels": {**desired["metadata"]["labels"], "team": "payments"},
+            "managedFields": [
+                {"manager": "mesh-reconciler", "operation": "Apply", "fieldsV1": declared_fields(desired)},
+                {
+                    "manager": "kubectl-edit",
+                    "operation": "Update",
+                    "fieldsV1": {"f:metadata": {"f:labels": {"f:team": {}}}, "f:spec": {"f:exportTo": {}}},
+                },
+            ],
+        },
+        "spec": spec,
+        "status": {"validationMessages": []},
+    }
+
+
+def test_server_fields_and_other_managers_fields_are_not_differences() -> None:
+    live = live_from(DESIRED, exportTo=["*"])
+    assert changed_paths(comparable_live(live), comparable_desired(DESIRED)) == []
+
+
+def test_a_field_we_own_that_changed_is_a_difference() -> None:
+    live = live_from(DESIRED)
+    live["spec"]["trafficPolicy"]["outlierDetection"]["interval"] = "10s"
+    assert changed_paths(comparable_live(live), comparable_desired(DESIRED)) == [
+        "spec.trafficPolicy.outlierDetection.interval"
+    ]
+
+
+def test_a_field_we_set_before_and_no_longer_declare_is_reported() -> None:
+    before = {**DESIRED, "spec": {**DESIRED["spec"], "subsets": [{"name": "v1", "labels": {"v": "1"}}]}}
+    live = live_from(before)
+    assert changed_paths(comparable_live(live), comparable_desired(DESIRED)) == ["spec.subsets"]
+
+
+def test_numbers_compare_by_value() -> None:
+    desired = {**DESIRED, "spec": {"host": "a", "weight": 100.0}}
+    live = live_from(desired)
+    live["spec"]["weight"] = 100
+    assert changed_paths(comparable_live(live), comparable_desired(desired)) == []
+
+
+def test_owned_fields_and_managers() -> None:
+    live = live_from(DESIRED)
+    assert owned_fields(live) == declared_fields(DESIRED)
+    assert other_managers(live) == ["kubectl-edit"]
+    assert owned_fields({"metadata": {}}) is None
