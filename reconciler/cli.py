@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -21,6 +21,7 @@ from reconciler.engine.changeset import Action, ChangeSet
 from reconciler.engine.sync import SyncOptions, sync
 from reconciler.explain import ExplainError, client_cluster, explain
 from reconciler.locality import Locality
+from reconciler.logs import log_changes, setup_logging
 from reconciler.output import (
     OutputFormat,
     dump_json,
@@ -34,7 +35,10 @@ from reconciler.output import (
 )
 from reconciler.plan import ClusterSource, Plan, build_plan
 from reconciler.policy import POLICY_KINDS, LoadedPolicy, VirtualDestination, load_and_check
+from reconciler.reconcile import reconcile_once
 from reconciler.repo_config import RepoConfig, load_repo_config
+from reconciler.settings import SETTING_NAMES, Settings, env_name
+from reconciler.source import redact_url
 
 app = typer.Typer(
     name="reconciler",
@@ -469,6 +473,252 @@ def diff_cmd(
         raise typer.Exit(EXIT_FATAL if errors else EXIT_INVALID if changes.has_differences else EXIT_OK)
     finally:
         plan.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# reconcile / config: flags > RECONCILER_* environment > reconciler.yaml > defaults
+
+
+def _opt(*names: str, help: str, setting: str | None = None, **kw: Any) -> Any:
+    env = env_name(setting or names[0].lstrip("-").split("/")[0].replace("-", "_"))
+    return typer.Option(*names, help=help, envvar=env, show_envvar=True, **kw)
+
+
+RepoOpt = Annotated[
+    str, _opt("--repo", help="Policy repository: a git URL (https/ssh/file) or a local git repository path.")
+]
+BranchOpt = Annotated[
+    str | None, _opt("--branch", help="Branch to reconcile (default: the remote's default branch).")
+]
+RevisionOpt = Annotated[
+    str | None, _opt("--revision", help="Exact commit to reconcile (overrides --branch).")
+]
+SubdirOpt = Annotated[str, _opt("--path", help="Directory inside the repository holding the policies.")]
+CacheOpt = Annotated[str, _opt("--cache-dir", help="Where the clone is kept between runs.")]
+TokenEnvOpt = Annotated[
+    str,
+    _opt(
+        "--git-token-env",
+        help="Name of the environment variable holding an HTTPS token (never put it in the URL).",
+    ),
+]
+TokenFileOpt = Annotated[
+    str | None, _opt("--git-token-file", help="File holding an HTTPS token (e.g. a mounted Secret).")
+]
+SshKeyOpt = Annotated[str | None, _opt("--ssh-key-file", help="SSH private key for git over SSH.")]
+KnownHostsOpt = Annotated[
+    str | None, _opt("--known-hosts-file", help="known_hosts for git over SSH (strict checking).")
+]
+KubeconfigsOpt = Annotated[
+    list[str] | None, _opt("--kubeconfig", help="Kubeconfig file (repeatable; env: ':'-separated).")
+]
+ContextsOpt = Annotated[list[str] | None, _opt("--context", help="Kube context (repeatable).")]
+InClusterFlag = Annotated[
+    bool, _opt("--in-cluster", help="Use the pod's service account for its own cluster.")
+]
+DryRunFlag = Annotated[
+    bool, _opt("--dry-run", help="Send every write with dryRun=All; nothing persists, no status commit.")
+]
+ForceFlag = Annotated[
+    bool,
+    _opt(
+        "--force/--no-force",
+        help="Take over fields owned by other managers (default) or report them.",
+        setting="force",
+    ),
+]
+PruneOpt = Annotated[
+    str | None, _opt("--prune", help="true|false: delete objects we own that are no longer desired.")
+]
+AdoptFlag = Annotated[
+    bool, _opt("--adopt", help="Take over existing objects that lack our ownership markers.")
+]
+RatioOpt = Annotated[
+    float | None,
+    _opt("--max-prune-ratio", help="Refuse to prune more than this share of a cluster's objects."),
+]
+MassFlag = Annotated[bool, _opt("--allow-mass-prune", help="Allow pruning beyond --max-prune-ratio.")]
+StatusBranchOpt = Annotated[
+    str | None, _opt("--status-branch", help="Push status commits to this branch instead.")
+]
+CommitFlag = Annotated[
+    bool,
+    _opt(
+        "--commit/--no-commit",
+        help="Commit and push status (default) or only write the files.",
+        setting="commit",
+    ),
+]
+AuthorOpt = Annotated[str, _opt("--author-name", help="Author of status commits.")]
+EmailOpt = Annotated[str, _opt("--author-email", help="Author e-mail of status commits.")]
+LeaseClusterOpt = Annotated[
+    str | None, _opt("--lease-cluster", help="Cluster holding the run Lease (default: managementCluster).")
+]
+LeaseNsOpt = Annotated[str, _opt("--lease-namespace", help="Namespace of the run Lease.")]
+LogFormatOpt = Annotated[
+    str, _opt("--log-format", help="auto (text on a TTY, else JSON lines), text or json.")
+]
+
+
+def _settings(**values: Any) -> Settings:
+    prune = values.pop("prune")
+    settings = Settings(**{k: v for k, v in values.items() if v is not None and k in SETTING_NAMES})
+    if prune is not None:
+        settings.prune = _parse_bool(prune, "--prune")
+    return settings
+
+
+@app.command("reconcile")
+def reconcile_cmd(
+    repo: RepoOpt = "",
+    branch: BranchOpt = None,
+    revision: RevisionOpt = None,
+    path: SubdirOpt = ".",
+    cache_dir: CacheOpt = "",
+    git_token_env: TokenEnvOpt = "RECONCILER_GIT_TOKEN",
+    git_token_file: TokenFileOpt = None,
+    ssh_key_file: SshKeyOpt = None,
+    known_hosts_file: KnownHostsOpt = None,
+    kubeconfig: KubeconfigsOpt = None,
+    context: ContextsOpt = None,
+    in_cluster: InClusterFlag = False,
+    request_timeout: TimeoutOpt = 10.0,
+    dry_run: DryRunFlag = False,
+    force: ForceFlag = True,
+    prune: PruneOpt = None,
+    adopt: AdoptFlag = False,
+    max_prune_ratio: RatioOpt = None,
+    allow_mass_prune: MassFlag = False,
+    status_branch: StatusBranchOpt = None,
+    commit: CommitFlag = True,
+    author_name: AuthorOpt = "mesh-reconciler",
+    author_email: EmailOpt = "mesh-reconciler@localhost",
+    lease_cluster: LeaseClusterOpt = None,
+    lease_namespace: LeaseNsOpt = "mesh-reconciler",
+    log_format: LogFormatOpt = "auto",
+    output: Annotated[
+        OutputFormat, typer.Option("--output", "-o", help="Change set as text or json.")
+    ] = OutputFormat.TEXT,
+) -> None:
+    """Pull the policy repository, apply it to every cluster, commit status back.
+
+    Exit codes: 0 converged, 1 degraded (invalid policies, rejected objects or unreachable
+    clusters; the rest was reconciled), 2 fatal (configuration, git, lock held; nothing applied).
+    """
+    settings = _settings(
+        repo=repo,
+        branch=branch,
+        revision=revision,
+        path=path,
+        cache_dir=cache_dir,
+        git_token_env=git_token_env,
+        git_token_file=git_token_file,
+        ssh_key_file=ssh_key_file,
+        known_hosts_file=known_hosts_file,
+        kubeconfig=_split_paths(kubeconfig),
+        context=list(context or []),
+        in_cluster=in_cluster,
+        request_timeout=request_timeout,
+        dry_run=dry_run,
+        force=force,
+        prune=prune,
+        adopt=adopt,
+        max_prune_ratio=max_prune_ratio,
+        allow_mass_prune=allow_mass_prune,
+        status_branch=status_branch,
+        commit=commit,
+        author_name=author_name,
+        author_email=author_email,
+        lease_cluster=lease_cluster,
+        lease_namespace=lease_namespace,
+        log_format=log_format,
+        output=output.value,
+    )
+    setup_logging(settings.log_format)
+    outcome = reconcile_once(settings)
+    err = stderr_console()
+    if outcome.result is not None:
+        plan = outcome.result.plan
+        print_findings(err, plan.findings)
+        log_changes(outcome.result.changes)
+        if output is OutputFormat.JSON:
+            payload = outcome.result.changes.to_dict()
+            payload["commit"] = outcome.checkout.sha if outcome.checkout else None
+            payload["policyCommit"] = outcome.checkout.policy_commit if outcome.checkout else None
+            payload["statusCommit"] = outcome.status_commit
+            payload["exitCode"] = outcome.exit_code
+            dump_json(payload)
+        else:
+            print_changeset(outcome.result.changes)
+            if outcome.status_commit:
+                stdout_console().print(f"status committed: {outcome.status_commit[:12]}")
+            elif outcome.status_changed:
+                stdout_console().print(
+                    f"status written to {outcome.checkout.path if outcome.checkout else '?'} (not committed)"
+                )
+            else:
+                stdout_console().print("status unchanged: no commit")
+    if outcome.error:
+        err.print(f"error: {escape(outcome.error)}")
+    raise typer.Exit(outcome.exit_code)
+
+
+def _split_paths(values: list[str] | None) -> list[str]:
+    out: list[str] = []
+    for v in values or []:
+        out.extend(p for p in v.split(":") if p)
+    return out
+
+
+@app.command("config")
+def config_cmd(
+    repo: RepoOpt = "",
+    branch: BranchOpt = None,
+    path: SubdirOpt = ".",
+    git_token_env: TokenEnvOpt = "RECONCILER_GIT_TOKEN",
+    git_token_file: TokenFileOpt = None,
+    kubeconfig: KubeconfigsOpt = None,
+    context: ContextsOpt = None,
+    in_cluster: InClusterFlag = False,
+    prune: PruneOpt = None,
+    max_prune_ratio: RatioOpt = None,
+    status_branch: StatusBranchOpt = None,
+    lease_cluster: LeaseClusterOpt = None,
+    repo_config: Annotated[
+        Path | None,
+        typer.Option("--repo-config", help="A reconciler.yaml to merge (as a run would after the fetch)."),
+    ] = None,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.YAML,
+) -> None:
+    """Print the effective configuration (flags > RECONCILER_* env > reconciler.yaml > defaults), secrets redacted."""
+    settings = _settings(
+        repo=repo,
+        branch=branch,
+        path=path,
+        git_token_env=git_token_env,
+        git_token_file=git_token_file,
+        kubeconfig=_split_paths(kubeconfig),
+        context=list(context or []),
+        in_cluster=in_cluster,
+        prune=prune,
+        max_prune_ratio=max_prune_ratio,
+        status_branch=status_branch,
+        lease_cluster=lease_cluster,
+    )
+    repo_cfg = RepoConfig()
+    if repo_config is not None:
+        repo_cfg, findings = (
+            load_repo_config(repo_config.parent)
+            if repo_config.name == "reconciler.yaml"
+            else (RepoConfig(), [])
+        )
+        print_findings(stderr_console(), findings)
+    data = settings.resolved(repo_cfg).redacted()
+    data["repo"] = redact_url(data["repo"])
+    if output is OutputFormat.JSON:
+        dump_json(data)
+    else:
+        typer.echo(to_yaml(data), nl=False)
 
 
 def main() -> None:

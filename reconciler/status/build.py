@@ -74,6 +74,12 @@ def _object_label(change: ObjectChange) -> str:
     return f"{change.kind} {change.namespace}/{change.name}"
 
 
+def _object_state(action: Action) -> str:
+    if action in (Action.CREATE, Action.CONFIGURE, Action.UNCHANGED):
+        return "applied"
+    return action.value
+
+
 def _condition(kind: str, status: str, reason: str, message: str, generation: int) -> dict[str, Any]:
     return {
         "type": kind,
@@ -122,12 +128,15 @@ def _cluster_entry(
     generation: int,
 ) -> tuple[dict[str, Any], list[str]]:
     """One ``clusters.<name>`` entry and the failure messages it contributes to ``errors``."""
+    # What the policy has in the cluster *now*: "applied" whether this run created, configured or
+    # found it unchanged (so an idle run writes identical status), never objects pruned away.
     objects = sorted(
         (
-            {"kind": c.kind, "namespace": c.namespace, "name": c.name, "action": c.action.value}
+            {"kind": c.kind, "namespace": c.namespace, "name": c.name, "state": _object_state(c.action)}
             for c in entries
+            if c.action is not Action.PRUNE
         ),
-        key=lambda o: (o["kind"], o["namespace"], o["name"], o["action"]),
+        key=lambda o: (o["kind"], o["namespace"], o["name"], o["state"]),
     )
     problems: list[str] = []
     if cluster in unreachable:

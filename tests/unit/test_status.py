@@ -85,13 +85,13 @@ def test_example_applied_everywhere_is_accepted(tmp_path: Path) -> None:
             "kind": "DestinationRule",
             "namespace": "istio-system",
             "name": "vd-bookinfo-global-gloo-mesh",
-            "action": "created",
+            "state": "applied",
         },
         {
             "kind": "ServiceEntry",
             "namespace": "istio-system",
             "name": "vd-bookinfo-global-gloo-mesh",
-            "action": "created",
+            "state": "applied",
         },
     ]
     assert [c["kubeService"]["clusterName"] for c in vd["selectedDestinations"]] == [
@@ -164,7 +164,7 @@ def test_invalid_policy_lists_its_held_objects(tmp_path: Path) -> None:
     assert st["state"] == "INVALID"
     mgmt = st["clusters"]["mgmt-cluster"]
     assert mgmt["objects"] == [
-        {"kind": "VirtualService", "namespace": "bookinfo", "name": "old", "action": "held"}
+        {"kind": "VirtualService", "namespace": "bookinfo", "name": "old", "state": "held"}
     ]
     assert "1 live object(s) kept" in mgmt["message"]
 

@@ -1,0 +1,178 @@
+"""`reconciler reconcile --repo`: git in, clusters reconciled, status committed back (all real)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubeharness import Clusters
+from typer.testing import CliRunner
+
+from reconciler.cli import app
+from tests.integration.conftest import EXAMPLE
+
+pytestmark = pytest.mark.integration
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Platform Team",
+    "GIT_AUTHOR_EMAIL": "platform@example.com",
+    "GIT_COMMITTER_NAME": "Platform Team",
+    "GIT_COMMITTER_EMAIL": "platform@example.com",
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), **GIT_ENV}
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> tuple[Path, Path]:
+    """A bare repository holding the bundled example, and a user's working clone of it."""
+    bare = tmp_path / "policy.git"
+    git(tmp_path, "init", "--bare", "-b", "main", str(bare))
+    work = tmp_path / "work"
+    git(tmp_path, "clone", str(bare), str(work))
+    for item in EXAMPLE.iterdir():
+        shutil.copy(item, work / item.name)
+    git(work, "add", "-A")
+    git(work, "commit", "-m", "bookinfo locality failover")
+    git(work, "push", "origin", "HEAD:main")
+    return bare, work
+
+
+def run(bare: Path, kubeconfig: Path, cache: Path, *extra: str) -> tuple[int, dict[str, Any]]:
+    result = CliRunner().invoke(
+        app,
+        [
+            "reconcile",
+            "--repo",
+            f"file://{bare}",
+            "--cache-dir",
+            str(cache),
+            "--kubeconfig",
+            str(kubeconfig),
+            "--lease-cluster",
+            "mgmt-cluster",
+            "--log-format",
+            "json",
+            "-o",
+            "json",
+            *extra,
+        ],
+        env={"COLUMNS": "200"},
+    )
+    payload = json.loads(result.stdout) if result.stdout.strip().startswith("{") else {}
+    return result.exit_code, payload
+
+
+def status_doc(work: Path, kind: str, namespace: str, name: str) -> dict[str, Any]:
+    git(work, "pull", "-q", "--ff-only", "origin", "main")
+    doc: dict[str, Any] = yaml.safe_load((work / "status" / kind / namespace / f"{name}.yaml").read_text())
+    return doc
+
+
+def test_reconcile_from_git_commits_status(
+    fresh: Clusters, kubeconfig: Path, remote: tuple[Path, Path], tmp_path: Path
+) -> None:
+    bare, work = remote
+    cache = tmp_path / "cache"
+    code, payload = run(bare, kubeconfig, cache)
+    assert code == 0, payload
+    assert payload["summary"] == {"created": 5}
+    assert payload["statusCommit"]
+    policy_commit = payload["policyCommit"]
+    for kind, ns, name in (
+        ("VirtualDestination", "gloo-mesh", "bookinfo-global"),
+        ("TrafficPolicy", "bookinfo", "reviews-shift-failover"),
+        ("VirtualMesh", "gloo-mesh", "virtual-mesh"),
+    ):
+        doc = status_doc(work, kind, ns, name)
+        assert doc["status"]["state"] == "ACCEPTED", doc
+        assert doc["status"]["observedGeneration"] == 1
+        assert doc["status"]["observedCommit"] == policy_commit
+    vd = status_doc(work, "VirtualDestination", "gloo-mesh", "bookinfo-global")["status"]
+    assert {d["kubeService"]["clusterName"] for d in vd["selectedDestinations"]} == {
+        "mgmt-cluster",
+        "remote-cluster",
+    }
+    assert (
+        "| VirtualDestination |" in (work / "status" / "README.md").read_text()
+        or "bookinfo-global" in (work / "status" / "README.md").read_text()
+    )
+    log = git(work, "log", "--format=%an %s")
+    assert log.splitlines()[0].startswith("mesh-reconciler status: reconcile ")
+
+    # Nothing new: no second status commit.
+    before = git(work, "rev-list", "--count", "HEAD")
+    code, payload = run(bare, kubeconfig, cache)
+    assert code == 0 and payload["statusCommit"] is None
+    git(work, "pull", "-q", "--ff-only", "origin", "main")
+    assert git(work, "rev-list", "--count", "HEAD") == before
+
+    # A reformatting-only change (comments, key order) is a new commit but not a new generation.
+    path = work / "bookinfo-global.yaml"
+    data = yaml.safe_load(path.read_text())
+    path.write_text("# reformatted\n" + yaml.safe_dump(data, sort_keys=True))
+    git(work, "commit", "-qam", "reformat")
+    git(work, "push", "-q", "origin", "HEAD:main")
+    code, payload = run(bare, kubeconfig, cache)
+    assert code == 0
+    assert (
+        status_doc(work, "VirtualDestination", "gloo-mesh", "bookinfo-global")["status"]["observedGeneration"]
+        == 1
+    )
+
+    # A spec change bumps the generation and is applied.
+    path.write_text(path.read_text().replace("baseEjectionTime: 120s", "baseEjectionTime: 60s"))
+    git(work, "commit", "-qam", "shorter ejection")
+    git(work, "push", "-q", "origin", "HEAD:main")
+    code, payload = run(bare, kubeconfig, cache)
+    assert code == 0
+    assert payload["summary"] == {"configured": 2, "unchanged": 3}
+    status = status_doc(work, "VirtualDestination", "gloo-mesh", "bookinfo-global")["status"]
+    assert status["observedGeneration"] == 2
+    assert status["observedCommit"] == payload["policyCommit"] != policy_commit
+
+
+def test_invalid_policy_reported_in_git_and_exit_1(
+    fresh: Clusters, kubeconfig: Path, remote: tuple[Path, Path], tmp_path: Path
+) -> None:
+    bare, work = remote
+    path = work / "reviews-shift-failover.yaml"
+    path.write_text(path.read_text().replace("trafficShift:", "trafficShfit:"))
+    git(work, "commit", "-qam", "typo")
+    git(work, "push", "-q", "origin", "HEAD:main")
+    code, _ = run(bare, kubeconfig, tmp_path / "cache")
+    assert code == 1
+    doc = status_doc(work, "TrafficPolicy", "bookinfo", "reviews-shift-failover")["status"]
+    assert doc["state"] == "INVALID"
+    assert any("trafficShfit" in e and "reviews-shift-failover.yaml:" in e for e in doc["errors"])
+    assert (
+        status_doc(work, "VirtualDestination", "gloo-mesh", "bookinfo-global")["status"]["state"]
+        == "ACCEPTED"
+    )
+
+
+def test_fetch_failure_is_fatal_and_applies_nothing(
+    fresh: Clusters, kubeconfig: Path, tmp_path: Path
+) -> None:
+    code, payload = run(tmp_path / "does-not-exist.git", kubeconfig, tmp_path / "cache")
+    assert code == 2
+    assert payload == {}
+
+
+def test_dry_run_makes_no_commit(
+    fresh: Clusters, kubeconfig: Path, remote: tuple[Path, Path], tmp_path: Path
+) -> None:
+    bare, work = remote
+    code, payload = run(bare, kubeconfig, tmp_path / "cache", "--dry-run")
+    assert code == 0 and payload["dryRun"] is True and payload["statusCommit"] is None
+    assert git(work, "ls-remote", str(bare), "main").split()[0] == git(work, "rev-parse", "HEAD")
