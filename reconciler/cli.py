@@ -6,7 +6,9 @@ scheduler or CI can act on (documented per command and in the README).
 
 from __future__ import annotations
 
+import inspect
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,8 +37,10 @@ from reconciler.output import (
 )
 from reconciler.plan import ClusterSource, Plan, build_plan
 from reconciler.policy import POLICY_KINDS, LoadedPolicy, VirtualDestination, load_and_check
+from reconciler.policy.durations import parse_duration
 from reconciler.reconcile import reconcile_once
 from reconciler.repo_config import RepoConfig, load_repo_config
+from reconciler.serve import Worker, serve, trigger
 from reconciler.settings import SETTING_NAMES, Settings, env_name
 from reconciler.source import redact_url
 
@@ -80,13 +84,13 @@ def validate(path: PathArg = Path("."), output: OutputOpt = OutputFormat.TEXT) -
     """
     err = stderr_console()
     if not path.is_dir():
-        err.print(f"error: {path}: not a readable directory")
+        err.print(f"error: {path}: not a readable directory", markup=False)
         raise typer.Exit(EXIT_FATAL)
     config, config_findings = load_repo_config(path)
     try:
         policies = load_and_check(path, status_path=config.status.path)
     except OSError as exc:
-        err.print(f"error: cannot read {path}: {exc}")
+        err.print(f"error: cannot read {path}: {exc}", markup=False)
         raise typer.Exit(EXIT_FATAL) from None
     findings = config_findings + policies.findings
     errors = [f for f in findings if f.is_error]
@@ -191,12 +195,12 @@ def _source(
 def _plan_or_exit(path: Path, source: ClusterSource) -> Plan:
     err = stderr_console()
     if not path.is_dir():
-        err.print(f"error: {path}: not a readable directory")
+        err.print(f"error: {path}: not a readable directory", markup=False)
         raise typer.Exit(EXIT_FATAL)
     try:
         return build_plan(path, source)
     except (TargetError, SnapshotError, OSError) as exc:
-        err.print(f"error: {exc}")
+        err.print(f"error: {exc}", markup=False)
         raise typer.Exit(EXIT_FATAL) from None
 
 
@@ -283,7 +287,7 @@ def explain_cmd(
     err = stderr_console()
     client = Locality.parse(from_)
     if client is None:
-        err.print("error: --from REGION[/ZONE[/SUBZONE]] is required")
+        err.print("error: --from REGION[/ZONE[/SUBZONE]] is required", markup=False)
         raise typer.Exit(EXIT_FATAL)
     plan = _plan_or_exit(path, _source(state, context, kubeconfig, in_cluster, request_timeout))
     try:
@@ -320,14 +324,14 @@ def _find_virtual_destination(plan: Plan, ref: str) -> LoadedPolicy:
         return matches[0]
     err = stderr_console()
     if not matches and invalid:
-        err.print(f"error: VirtualDestination {ref} is invalid; run `reconciler validate`")
+        err.print(f"error: VirtualDestination {ref} is invalid; run `reconciler validate`", markup=False)
     elif not matches:
         known = ", ".join(
             f"{p.obj.namespace}/{p.obj.name}" for p in plan.policies.by_kind("VirtualDestination")
         )
-        err.print(f"error: VirtualDestination {ref} not found (known: {known or 'none'})")
+        err.print(f"error: VirtualDestination {ref} not found (known: {known or 'none'})", markup=False)
     else:
-        err.print(f"error: {ref} is ambiguous; use NAMESPACE/NAME")
+        err.print(f"error: {ref} is ambiguous; use NAMESPACE/NAME", markup=False)
     raise typer.Exit(EXIT_FATAL)
 
 
@@ -358,7 +362,7 @@ def snapshot(
     try:
         targets = resolve_targets(repo, kubeconfigs=kubeconfig, contexts=context, in_cluster=in_cluster)
     except TargetError as exc:
-        err.print(f"error: {exc}")
+        err.print(f"error: {exc}", markup=False)
         raise typer.Exit(EXIT_FATAL) from None
     found = discover(targets, timeout=request_timeout)
     try:
@@ -605,35 +609,7 @@ def reconcile_cmd(
     Exit codes: 0 converged, 1 degraded (invalid policies, rejected objects or unreachable
     clusters; the rest was reconciled), 2 fatal (configuration, git, lock held; nothing applied).
     """
-    settings = _settings(
-        repo=repo,
-        branch=branch,
-        revision=revision,
-        path=path,
-        cache_dir=cache_dir,
-        git_token_env=git_token_env,
-        git_token_file=git_token_file,
-        ssh_key_file=ssh_key_file,
-        known_hosts_file=known_hosts_file,
-        kubeconfig=_split_paths(kubeconfig),
-        context=list(context or []),
-        in_cluster=in_cluster,
-        request_timeout=request_timeout,
-        dry_run=dry_run,
-        force=force,
-        prune=prune,
-        adopt=adopt,
-        max_prune_ratio=max_prune_ratio,
-        allow_mass_prune=allow_mass_prune,
-        status_branch=status_branch,
-        commit=commit,
-        author_name=author_name,
-        author_email=author_email,
-        lease_cluster=lease_cluster,
-        lease_namespace=lease_namespace,
-        log_format=log_format,
-        output=output.value,
-    )
+    settings = _settings_from(locals())
     setup_logging(settings.log_format)
     outcome = reconcile_once(settings)
     err = stderr_console()
@@ -659,8 +635,102 @@ def reconcile_cmd(
             else:
                 stdout_console().print("status unchanged: no commit")
     if outcome.error:
-        err.print(f"error: {escape(outcome.error)}")
+        err.print(f"error: {outcome.error}", markup=False)
     raise typer.Exit(outcome.exit_code)
+
+
+def _settings_from(params: dict[str, Any]) -> Settings:
+    """Settings from a command's parameters (the option names are the setting names)."""
+    values = dict(params)
+    values["kubeconfig"] = _split_paths(values.get("kubeconfig"))
+    values["context"] = list(values.get("context") or [])
+    if isinstance(values.get("output"), OutputFormat):
+        values["output"] = values["output"].value
+    values.setdefault("prune", None)
+    return _settings(**values)
+
+
+def serve_cmd(
+    interval: str | None,
+    cron: str | None,
+    listen_address: str,
+    port: int,
+    shutdown_grace: float,
+    **common: Any,
+) -> None:
+    """Run the reconcile pass on a schedule; serve /healthz, /readyz and /metrics.
+
+    Never two passes at once; SIGTERM finishes (or, after --shutdown-grace, abandons) the running
+    pass and exits 0. Same options, environment variables and per-pass semantics as `reconcile`;
+    the process exits 0 on a clean shutdown and 2 on bad configuration.
+    """
+    settings = _settings_from(common)
+    setup_logging(settings.log_format)
+    err = stderr_console()
+    try:
+        seconds = parse_duration(interval).total_seconds() if interval else None
+        trigger(seconds, cron)
+    except ValueError as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(EXIT_FATAL) from None
+    worker = Worker(settings)
+    try:
+        code = serve(
+            worker,
+            interval=seconds,
+            cron=cron,
+            address=listen_address,
+            port=port,
+            shutdown_grace=shutdown_grace,
+        )
+    except OSError as exc:
+        err.print(f"error: cannot listen on {listen_address}:{port}: {exc}", markup=False)
+        raise typer.Exit(EXIT_FATAL) from None
+    if worker.busy:
+        os._exit(code)  # the abandoned pass's thread must not keep the process alive
+    raise typer.Exit(code)
+
+
+def _param(name: str, default: Any, annotation: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def _register_serve() -> None:
+    """`serve` takes every `reconcile` option (one list, one place) plus its schedule options."""
+    common = [
+        p for p in inspect.signature(reconcile_cmd, eval_str=True).parameters.values() if p.name != "output"
+    ]
+    extra = [
+        _param(
+            "interval",
+            None,
+            Annotated[str | None, _opt("--interval", help="Run every INTERVAL (30s, 5m, 1h).")],
+        ),
+        _param(
+            "cron", None, Annotated[str | None, _opt("--cron", help="Cron schedule instead ('*/5 * * * *').")]
+        ),
+        _param(
+            "listen_address",
+            "127.0.0.1",
+            Annotated[
+                str,
+                _opt("--listen-address", help="Address for /healthz, /readyz, /metrics (0.0.0.0 in a pod)."),
+            ],
+        ),
+        _param("port", 9090, Annotated[int, _opt("--port", help="Port for /healthz, /readyz, /metrics.")]),
+        _param(
+            "shutdown_grace",
+            60.0,
+            Annotated[
+                float,
+                _opt("--shutdown-grace", help="Seconds a running pass may take to finish after SIGTERM."),
+            ],
+        ),
+    ]
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in common] + extra
+    serve_cmd.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    serve_cmd.__annotations__ = {p.name: p.annotation for p in params}
+    app.command("serve")(serve_cmd)
 
 
 def _split_paths(values: list[str] | None) -> list[str]:
@@ -691,20 +761,7 @@ def config_cmd(
     output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.YAML,
 ) -> None:
     """Print the effective configuration (flags > RECONCILER_* env > reconciler.yaml > defaults), secrets redacted."""
-    settings = _settings(
-        repo=repo,
-        branch=branch,
-        path=path,
-        git_token_env=git_token_env,
-        git_token_file=git_token_file,
-        kubeconfig=_split_paths(kubeconfig),
-        context=list(context or []),
-        in_cluster=in_cluster,
-        prune=prune,
-        max_prune_ratio=max_prune_ratio,
-        status_branch=status_branch,
-        lease_cluster=lease_cluster,
-    )
+    settings = _settings_from({k: v for k, v in locals().items() if k not in ("repo_config", "output")})
     repo_cfg = RepoConfig()
     if repo_config is not None:
         repo_cfg, findings = (
@@ -719,6 +776,9 @@ def config_cmd(
         dump_json(data)
     else:
         typer.echo(to_yaml(data), nl=False)
+
+
+_register_serve()
 
 
 def main() -> None:

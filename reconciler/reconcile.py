@@ -163,6 +163,8 @@ def _reconcile(settings: Settings) -> ReconcileOutcome:
     outcome = ReconcileOutcome(
         EXIT_CONVERGED if result.converged else EXIT_DEGRADED, checkout=checkout, result=result, status=docs
     )
+    if result.errors:
+        outcome.error = "; ".join(result.errors)
     commit = checkout.policy_commit
 
     def regenerate(worktree: Path) -> bool:

@@ -90,12 +90,13 @@ def resolve_targets(
         wanted = [entry.context for _, entry in sorted(repo.clusters.items())]
     else:
         wanted = names
+    seen = {t.name for t in targets}
+    wanted = [c for c in wanted if repo.cluster_for_context(c) not in seen]  # already reached in-cluster
     missing = [c for c in wanted if c not in names]
     if missing:
         raise TargetError(
             f"context(s) {', '.join(missing)} not found in kubeconfig {merged} (available: {', '.join(names) or 'none'})"
         )
-    seen = {t.name for t in targets}
     for ctx in wanted:
         name = repo.cluster_for_context(ctx)
         if name in seen:

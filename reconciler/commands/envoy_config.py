@@ -104,7 +104,7 @@ def envoy_config(
     err = stderr_console()
     client = Locality.parse(from_)
     if client is None:
-        err.print("error: --from REGION[/ZONE[/SUBZONE]] is required")
+        err.print("error: --from REGION[/ZONE[/SUBZONE]] is required", markup=False)
         raise typer.Exit(EXIT_FATAL)
     if update_merge_window is not None:
         try:

@@ -74,6 +74,7 @@ class RunLease:
         self._current: dict[str, Any] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.release_error: str | None = None
         self.lost = threading.Event()
         """Set when a renewal found the lease taken by someone else (the run should stop writing)."""
 
@@ -163,9 +164,10 @@ class RunLease:
         try:
             self.client.replace(LEASES, body)
         except KubeError as exc:
-            log.warning(
-                "could not release Lease %s/%s (it expires by itself): %s", self.namespace, self.name, exc
+            self.release_error = (
+                f"could not release Lease {self.namespace}/{self.name} (it expires by itself): {exc}"
             )
+            log.warning("%s", self.release_error)
         self._current = None
 
     def _renew_loop(self) -> None:

@@ -36,7 +36,8 @@ class PassResult:
     changes: ChangeSet
     seconds: float
     lease_cluster: str | None = None
-    notes: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    """Run-level problems outside any cluster's change set (e.g. the Lease could not be released)."""
 
     @property
     def invalid(self) -> bool:
@@ -48,7 +49,7 @@ class PassResult:
 
     @property
     def converged(self) -> bool:
-        return not self.invalid and not self.changes.has_errors
+        return not self.invalid and not self.changes.has_errors and not self.errors
 
 
 class LeaseUnavailable(Exception):
@@ -83,7 +84,13 @@ def run_pass(
         if lease is None:
             lease = LeaseSettings()
         cluster, client = lease_client(plan, lease)
-        with RunLease(client, name=lease.name, namespace=lease.namespace, duration=lease.duration):
+        run_lease = RunLease(client, name=lease.name, namespace=lease.namespace, duration=lease.duration)
+        with run_lease:
             changes = sync(plan, clients, options)
-        return PassResult(plan, changes, time.monotonic() - start, lease_cluster=cluster)
+        result = PassResult(plan, changes, time.monotonic() - start, lease_cluster=cluster)
+        if run_lease.release_error:
+            result.errors.append(run_lease.release_error)
+        if run_lease.lost.is_set():
+            result.errors.append("the run Lease was taken by another run while this one was applying")
+        return result
     return PassResult(plan, sync(plan, clients, options), time.monotonic() - start)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,3 +67,33 @@ def repo(tmp_path: Path) -> Path:
 def two_clusters(kubeconfig: Path) -> ClusterSource:
     """Live state from mgmt-cluster and remote-cluster, as the example's reconciler.yaml names them."""
     return ClusterSource(kubeconfigs=[str(kubeconfig)], contexts=list(TWO), request_timeout=5.0)
+
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Platform Team",
+    "GIT_AUTHOR_EMAIL": "platform@example.com",
+    "GIT_COMMITTER_NAME": "Platform Team",
+    "GIT_COMMITTER_EMAIL": "platform@example.com",
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), **GIT_ENV}
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> tuple[Path, Path]:
+    """A bare repository holding the bundled example, and a user's working clone of it."""
+    bare = tmp_path / "policy.git"
+    git(tmp_path, "init", "--bare", "-b", "main", str(bare))
+    work = tmp_path / "work"
+    git(tmp_path, "clone", str(bare), str(work))
+    for item in EXAMPLE.iterdir():
+        shutil.copy(item, work / item.name)
+    git(work, "add", "-A")
+    git(work, "commit", "-m", "bookinfo locality failover")
+    git(work, "push", "origin", "HEAD:main")
+    return bare, work

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,38 +12,9 @@ from kubeharness import Clusters
 from typer.testing import CliRunner
 
 from reconciler.cli import app
-from tests.integration.conftest import EXAMPLE
+from tests.integration.conftest import git
 
 pytestmark = pytest.mark.integration
-
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Platform Team",
-    "GIT_AUTHOR_EMAIL": "platform@example.com",
-    "GIT_COMMITTER_NAME": "Platform Team",
-    "GIT_COMMITTER_EMAIL": "platform@example.com",
-}
-
-
-def git(cwd: Path, *args: str) -> str:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), **GIT_ENV}
-    return subprocess.run(
-        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
-@pytest.fixture
-def remote(tmp_path: Path) -> tuple[Path, Path]:
-    """A bare repository holding the bundled example, and a user's working clone of it."""
-    bare = tmp_path / "policy.git"
-    git(tmp_path, "init", "--bare", "-b", "main", str(bare))
-    work = tmp_path / "work"
-    git(tmp_path, "clone", str(bare), str(work))
-    for item in EXAMPLE.iterdir():
-        shutil.copy(item, work / item.name)
-    git(work, "add", "-A")
-    git(work, "commit", "-m", "bookinfo locality failover")
-    git(work, "push", "origin", "HEAD:main")
-    return bare, work
 
 
 def run(bare: Path, kubeconfig: Path, cache: Path, *extra: str) -> tuple[int, dict[str, Any]]:

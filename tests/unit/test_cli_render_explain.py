@@ -1,0 +1,88 @@
+"""render / explain / diff against a snapshot directory (no clusters needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from reconciler.cli import app
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "policies"
+STATE = REPO / "tests" / "golden" / "state" / "bookinfo"
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200", "NO_COLOR": "1"})
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_render_yaml_grouped_by_cluster() -> None:
+    code, out, _ = cli("render", str(EXAMPLE), "--state", str(STATE))
+    assert code == 0
+    assert out.startswith("# ---- cluster: mgmt-cluster (3 objects)\n---\n")
+    assert "# ---- cluster: remote-cluster (2 objects)" in out
+
+
+def test_render_single_cluster_json() -> None:
+    code, out, _ = cli(
+        "render", str(EXAMPLE), "--state", str(STATE), "--cluster", "remote-cluster", "-o", "json"
+    )
+    assert code == 0
+    data = json.loads(out)
+    assert list(data["clusters"]) == ["remote-cluster"]
+    assert [o["kind"] for o in data["clusters"]["remote-cluster"]] == ["ServiceEntry", "DestinationRule"]
+
+
+def test_explain_text_and_failed() -> None:
+    code, out, _ = cli(
+        "explain",
+        "gloo-mesh/bookinfo-global",
+        str(EXAMPLE),
+        "--from",
+        "us-east-1/us-east-1a",
+        "--state",
+        str(STATE),
+        "--failed",
+        "mgmt-cluster",
+    )
+    assert code == 0
+    assert "ejected: endpoints in mgmt-cluster" in out
+    assert "priority 0  0% of requests" in out
+    assert "priority 1  100% of requests" in out
+
+
+def test_explain_json_from_remote() -> None:
+    code, out, _ = cli(
+        "explain", "bookinfo-global", str(EXAMPLE), "--from", "us-east-2", "--state", str(STATE), "-o", "json"
+    )
+    assert code == 0
+    data = json.loads(out)
+    assert data["client"] == {"locality": "us-east-2", "cluster": "remote-cluster"}
+    assert [lvl["endpoints"][0]["cluster"] for lvl in data["priorities"]] == [
+        "remote-cluster",
+        "mgmt-cluster",
+    ]
+
+
+def test_explain_errors_exit_2() -> None:
+    assert cli("explain", "nope", str(EXAMPLE), "--from", "us-east-1", "--state", str(STATE))[0] == 2
+    assert cli("explain", "bookinfo-global", str(EXAMPLE), "--from", "mars-1", "--state", str(STATE))[0] == 2
+    assert cli("explain", "bookinfo-global", str(EXAMPLE), "--state", str(STATE))[0] == 2
+
+
+def test_diff_against_snapshot_exit_1_with_json_schema() -> None:
+    code, out, _ = cli("diff", str(EXAMPLE), "--state", str(STATE), "-o", "json")
+    assert code == 1
+    data = json.loads(out)
+    assert data["summary"] == {"created": 5}
+    first = data["clusters"][0]["objects"][0]
+    assert set(first) >= {"cluster", "kind", "namespace", "name", "action", "changedPaths"}
+
+
+def test_missing_snapshot_dir_exit_2(tmp_path: Path) -> None:
+    code, _, err = cli("render", str(EXAMPLE), "--state", str(tmp_path / "nope"))
+    assert code == 2
+    assert "snapshot directory not found" in err
