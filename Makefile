@@ -24,6 +24,7 @@ lint: venv
 	$(BIN)/ruff check reconciler tests tools benchmarks
 	$(BIN)/ruff format --check reconciler tests tools benchmarks
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 test: venv assets lint
 	$(BIN)/pytest $(PYTEST_ARGS)
