@@ -34,14 +34,23 @@ class ClusterTarget:
     """``:``-joined kubeconfig files; None means in-cluster config."""
 
     def api_client(self) -> client.ApiClient:
+        """An API client for this cluster whose only retries are :class:`KubeClient`'s.
+
+        urllib3 would otherwise retry 429/503 responses by itself (sleeping on Retry-After), hiding
+        requests from our bounded, counted and logged retry policy.
+        """
+        configuration = client.Configuration()
         if self.kubeconfig is None:
-            configuration = client.Configuration()
             config.load_incluster_config(client_configuration=configuration)
-            return client.ApiClient(configuration)
-        api: client.ApiClient = config.new_client_from_config(
-            config_file=self.kubeconfig, context=self.context, persist_config=False
-        )
-        return api
+        else:
+            config.load_kube_config(
+                config_file=self.kubeconfig,
+                context=self.context,
+                client_configuration=configuration,
+                persist_config=False,
+            )
+        configuration.retries = False
+        return client.ApiClient(configuration)
 
 
 def kubeconfig_files(explicit: Sequence[str] | None) -> list[str]:

@@ -1,0 +1,146 @@
+"""Retries with backoff on 429/5xx, honouring Retry-After — against a real HTTP server on loopback.
+
+A real API server does not throttle or fail on demand, so the fault comes from
+``FaultInjectingServer``: a small HTTP server that answers like the API server would under load
+(429 with ``Retry-After``, 503) before answering normally. Everything else is the real client stack.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from reconciler.clusters.kube import NODES, SERVICE_ENTRIES, KubeClient, KubeError
+
+
+class FaultInjectingServer:
+    """Serves a scripted sequence of (status, headers, body) answers, then 200 with an empty list."""
+
+    def __init__(self, script: list[tuple[int, dict[str, str], dict[str, Any]]]) -> None:
+        self.script = list(script)
+        self.requests: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                outer.requests.append(f"{self.command} {self.path}")
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                status, headers, body = outer.script.pop(0) if outer.script else (200, {}, {"items": []})
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_PATCH = _answer  # noqa: N815
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                return
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> FaultInjectingServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def client(self, sleeps: list[float]) -> KubeClient:
+        configuration = client.Configuration()
+        configuration.host = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        configuration.retries = False  # as ClusterTarget.api_client() sets it: our retries only
+        return KubeClient(client.ApiClient(configuration), "test", timeout=5, sleep=sleeps.append)
+
+
+def status(code: int, reason: str, message: str, **details: Any) -> dict[str, Any]:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "code": code,
+        "reason": reason,
+        "message": message,
+        "details": details,
+    }
+
+
+@pytest.fixture
+def sleeps() -> Iterator[list[float]]:
+    yield []
+
+
+def test_429_with_retry_after_is_retried_after_that_long(sleeps: list[float]) -> None:
+    script = [
+        (429, {"Retry-After": "3"}, status(429, "TooManyRequests", "slow down", retryAfterSeconds=3)),
+        (503, {}, status(503, "ServiceUnavailable", "etcd leader changed")),
+    ]
+    with FaultInjectingServer(script) as server:
+        kube = server.client(sleeps)
+        assert kube.list(NODES) == []
+    assert len(server.requests) == 3
+    assert sleeps[0] == 3.0  # Retry-After honoured
+    assert sleeps[1] == 0.5  # then exponential backoff
+    assert kube.requests[("get", "nodes")] == 3
+
+
+def test_retries_are_bounded(sleeps: list[float]) -> None:
+    script = [(503, {}, status(503, "ServiceUnavailable", "down"))] * 10
+    with FaultInjectingServer(script) as server:
+        kube = server.client(sleeps)
+        with pytest.raises(KubeError) as err:
+            kube.list(NODES)
+    assert err.value.status == 503
+    assert len(server.requests) == kube.attempts == 4
+
+
+def test_client_errors_and_schema_500s_are_not_retried(sleeps: list[float]) -> None:
+    body = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": {"name": "x", "namespace": "y"},
+    }
+    script = [
+        (
+            500,
+            {},
+            status(500, "InternalError", "failed to create typed patch object: .spec.hosts: expected list"),
+        )
+    ]
+    with FaultInjectingServer(script) as server:
+        kube = server.client(sleeps)
+        with pytest.raises(KubeError, match="typed patch"):
+            kube.apply(SERVICE_ENTRIES, body, force=True, dry_run=False)
+    assert len(server.requests) == 1 and sleeps == []
+    with FaultInjectingServer([(422, {}, status(422, "Invalid", "spec.hosts: Required value"))]) as server:
+        kube = server.client(sleeps)
+        with pytest.raises(KubeError) as err:
+            kube.apply(SERVICE_ENTRIES, body, force=True, dry_run=False)
+    assert err.value.status == 422 and len(server.requests) == 1
+    assert (
+        "fieldManager=mesh-reconciler" in server.requests[0]
+        and "fieldValidation=Strict" in server.requests[0]
+    )
+
+
+def test_unreachable_server_is_a_clear_error(sleeps: list[float]) -> None:
+    configuration = client.Configuration()
+    configuration.host = "http://127.0.0.1:9"  # discard port: nothing listens
+    configuration.retries = False
+    kube = KubeClient(client.ApiClient(configuration), "gone", timeout=1, sleep=sleeps.append)
+    with pytest.raises(KubeError, match="cannot reach the API server of gone"):
+        kube.list(NODES)
+    assert len(sleeps) == kube.attempts - 1
