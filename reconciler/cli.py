@@ -19,6 +19,7 @@ from reconciler import __version__
 from reconciler.clusters.discover import discover
 from reconciler.clusters.snapshot import SnapshotError, write_snapshot
 from reconciler.clusters.targets import TargetError, resolve_targets
+from reconciler.commands.envoy_config import envoy_config
 from reconciler.engine.changeset import Action, ChangeSet
 from reconciler.engine.sync import SyncOptions, sync
 from reconciler.explain import ExplainError, client_cluster, explain
@@ -695,42 +696,72 @@ def _param(name: str, default: Any, annotation: Any) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
-def _register_serve() -> None:
-    """`serve` takes every `reconcile` option (one list, one place) plus its schedule options."""
+def _register_with_reconcile_options(name: str, command: Any, extra: list[inspect.Parameter]) -> None:
+    """Register ``command`` taking every `reconcile` option (one list, one place) plus ``extra``."""
     common = [
         p for p in inspect.signature(reconcile_cmd, eval_str=True).parameters.values() if p.name != "output"
     ]
-    extra = [
-        _param(
-            "interval",
-            None,
-            Annotated[str | None, _opt("--interval", help="Run every INTERVAL (30s, 5m, 1h).")],
-        ),
-        _param(
-            "cron", None, Annotated[str | None, _opt("--cron", help="Cron schedule instead ('*/5 * * * *').")]
-        ),
-        _param(
-            "listen_address",
-            "127.0.0.1",
-            Annotated[
-                str,
-                _opt("--listen-address", help="Address for /healthz, /readyz, /metrics (0.0.0.0 in a pod)."),
-            ],
-        ),
-        _param("port", 9090, Annotated[int, _opt("--port", help="Port for /healthz, /readyz, /metrics.")]),
-        _param(
-            "shutdown_grace",
-            60.0,
-            Annotated[
-                float,
-                _opt("--shutdown-grace", help="Seconds a running pass may take to finish after SIGTERM."),
-            ],
-        ),
-    ]
     params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in common] + extra
-    serve_cmd.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    serve_cmd.__annotations__ = {p.name: p.annotation for p in params}
-    app.command("serve")(serve_cmd)
+    command.__signature__ = inspect.Signature(params)
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    app.command(name)(command)
+
+
+def _register_commands() -> None:
+    _register_with_reconcile_options(
+        "serve",
+        serve_cmd,
+        [
+            _param(
+                "interval",
+                None,
+                Annotated[str | None, _opt("--interval", help="Run every INTERVAL (30s, 5m, 1h).")],
+            ),
+            _param(
+                "cron",
+                None,
+                Annotated[str | None, _opt("--cron", help="Cron schedule instead ('*/5 * * * *').")],
+            ),
+            _param(
+                "listen_address",
+                "127.0.0.1",
+                Annotated[
+                    str,
+                    _opt(
+                        "--listen-address", help="Address for /healthz, /readyz, /metrics (0.0.0.0 in a pod)."
+                    ),
+                ],
+            ),
+            _param(
+                "port", 9090, Annotated[int, _opt("--port", help="Port for /healthz, /readyz, /metrics.")]
+            ),
+            _param(
+                "shutdown_grace",
+                60.0,
+                Annotated[
+                    float,
+                    _opt("--shutdown-grace", help="Seconds a running pass may take to finish after SIGTERM."),
+                ],
+            ),
+        ],
+    )
+    _register_with_reconcile_options(
+        "config",
+        config_cmd,
+        [
+            _param(
+                "repo_config",
+                None,
+                Annotated[
+                    Path | None,
+                    typer.Option(
+                        "--repo-config", help="A reconciler.yaml to merge (as a run would after the fetch)."
+                    ),
+                ],
+            ),
+            _param("output", OutputFormat.YAML, Annotated[OutputFormat, typer.Option("--output", "-o")]),
+        ],
+    )
 
 
 def _split_paths(values: list[str] | None) -> list[str]:
@@ -740,35 +771,15 @@ def _split_paths(values: list[str] | None) -> list[str]:
     return out
 
 
-@app.command("config")
-def config_cmd(
-    repo: RepoOpt = "",
-    branch: BranchOpt = None,
-    path: SubdirOpt = ".",
-    git_token_env: TokenEnvOpt = "RECONCILER_GIT_TOKEN",
-    git_token_file: TokenFileOpt = None,
-    kubeconfig: KubeconfigsOpt = None,
-    context: ContextsOpt = None,
-    in_cluster: InClusterFlag = False,
-    prune: PruneOpt = None,
-    max_prune_ratio: RatioOpt = None,
-    status_branch: StatusBranchOpt = None,
-    lease_cluster: LeaseClusterOpt = None,
-    repo_config: Annotated[
-        Path | None,
-        typer.Option("--repo-config", help="A reconciler.yaml to merge (as a run would after the fetch)."),
-    ] = None,
-    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.YAML,
-) -> None:
-    """Print the effective configuration (flags > RECONCILER_* env > reconciler.yaml > defaults), secrets redacted."""
-    settings = _settings_from({k: v for k, v in locals().items() if k not in ("repo_config", "output")})
+def config_cmd(repo_config: Path | None, output: OutputFormat, **common: Any) -> None:
+    """Print the effective configuration (flags > RECONCILER_* env > reconciler.yaml > defaults), secrets redacted.
+
+    Takes every option of `reconcile`, so a CronJob's exact flags and environment can be checked.
+    """
+    settings = _settings_from(common)
     repo_cfg = RepoConfig()
     if repo_config is not None:
-        repo_cfg, findings = (
-            load_repo_config(repo_config.parent)
-            if repo_config.name == "reconciler.yaml"
-            else (RepoConfig(), [])
-        )
+        repo_cfg, findings = load_repo_config(repo_config.parent)
         print_findings(stderr_console(), findings)
     data = settings.resolved(repo_cfg).redacted()
     data["repo"] = redact_url(data["repo"])
@@ -778,7 +789,8 @@ def config_cmd(
         typer.echo(to_yaml(data), nl=False)
 
 
-_register_serve()
+app.command("envoy-config")(envoy_config)
+_register_commands()
 
 
 def main() -> None:

@@ -292,9 +292,18 @@ def _format_path(path: PathKey) -> str:
 # validation -> findings
 
 
+def _plain(value: Any) -> Any:
+    """JSON-able copy with string keys (YAML allows null, numeric or boolean keys)."""
+    if isinstance(value, dict):
+        return {repr(k) if not isinstance(k, str) else k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 def spec_hash(raw: Any) -> str:
     """Hash of a spec's content, independent of formatting, comments and key order."""
-    canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
+    canonical = json.dumps(_plain(raw), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

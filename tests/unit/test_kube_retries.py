@@ -43,9 +43,9 @@ class FaultInjectingServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_PATCH = _answer  # noqa: N815
+            do_GET = do_PATCH = _answer
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 return
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

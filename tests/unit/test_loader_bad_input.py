@@ -186,3 +186,11 @@ def test_unreadable_root_raises_for_cli_exit_2(tmp_path: Path) -> None:
 
     with pytest.raises(FileNotFoundError):
         load(tmp_path / "nope")
+
+
+def test_non_string_keys_are_reported_not_crashed(tmp_path: Path) -> None:
+    # Found by the property test: `&a meshes:` anchors the key and YAML reads a null key.
+    write(tmp_path, "vm.yaml", VM.replace("  meshes:", "  &ameshes:"))
+    ps = load(tmp_path)
+    assert ps.errors
+    assert all(f.location is not None and f.location.line > 0 for f in ps.errors)
