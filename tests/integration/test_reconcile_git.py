@@ -12,7 +12,7 @@ from kubeharness import Clusters
 from typer.testing import CliRunner
 
 from reconciler.cli import app
-from tests.integration.conftest import git
+from tests.integration.conftest import EXAMPLE, git
 
 pytestmark = pytest.mark.integration
 
@@ -145,3 +145,43 @@ def test_dry_run_makes_no_commit(
     code, payload = run(bare, kubeconfig, tmp_path / "cache", "--dry-run")
     assert code == 0 and payload["dryRun"] is True and payload["statusCommit"] is None
     assert git(work, "ls-remote", str(bare), "main").split()[0] == git(work, "rev-parse", "HEAD")
+
+
+def test_token_never_appears_in_any_output(fresh: Clusters, kubeconfig: Path, tmp_path: Path) -> None:
+    """A succeeding and a failing run over HTTPS-style token auth (real git http-backend): the token
+    is in no output, log line, status file or cache file."""
+    from tests.gitserver import TOKEN, GitHttpServer
+
+    files = {p.name: p.read_text() for p in sorted(EXAMPLE.iterdir())}
+    with GitHttpServer(tmp_path / "git-server") as server:
+        server.create_repo("mesh-policy", files)
+        outputs: list[str] = []
+        for token, expected in ((TOKEN, 0), ("wrong-" + TOKEN[::-1], 2)):
+            result = CliRunner().invoke(
+                app,
+                [
+                    "reconcile",
+                    "--repo",
+                    server.url("mesh-policy"),
+                    "--cache-dir",
+                    str(tmp_path / "cache"),
+                    "--kubeconfig",
+                    str(kubeconfig),
+                    "--lease-cluster",
+                    "mgmt-cluster",
+                    "--log-format",
+                    "json",
+                ],
+                env={"RECONCILER_GIT_TOKEN": token, "COLUMNS": "200"},
+            )
+            assert result.exit_code == expected, result.output
+            outputs += [result.stdout, result.stderr or "", repr(result.exception)]
+        assert "authentication" in outputs[-2].lower() or "auth" in outputs[-2].lower()
+        for text in outputs:
+            assert TOKEN not in text and TOKEN[::-1] not in text
+        for path in list((tmp_path / "cache").rglob("*")) + list(server.repo_path("mesh-policy").rglob("*")):
+            if path.is_file():
+                data = path.read_bytes()
+                assert TOKEN.encode() not in data, f"token in {path}"
+        status = [p for p in (tmp_path / "cache").rglob("status/**/*.yaml")]
+        assert status  # the succeeding run wrote (and pushed) status
