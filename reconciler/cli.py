@@ -543,6 +543,10 @@ RatioOpt = Annotated[
     _opt("--max-prune-ratio", help="Refuse to prune more than this share of a cluster's objects."),
 ]
 MassFlag = Annotated[bool, _opt("--allow-mass-prune", help="Allow pruning beyond --max-prune-ratio.")]
+StatusPathOpt = Annotated[
+    str | None,
+    _opt("--status-path", help="Status directory inside --path (default: reconciler.yaml's, else status)."),
+]
 StatusBranchOpt = Annotated[
     str | None, _opt("--status-branch", help="Push status commits to this branch instead.")
 ]
@@ -594,6 +598,7 @@ def reconcile_cmd(
     adopt: AdoptFlag = False,
     max_prune_ratio: RatioOpt = None,
     allow_mass_prune: MassFlag = False,
+    status_path: StatusPathOpt = None,
     status_branch: StatusBranchOpt = None,
     commit: CommitFlag = True,
     author_name: AuthorOpt = "mesh-reconciler",
