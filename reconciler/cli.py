@@ -6,6 +6,7 @@ scheduler or CI can act on (documented per command and in the README).
 
 from __future__ import annotations
 
+import enum
 import inspect
 import json
 import os
@@ -13,16 +14,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 from rich.markup import escape
 
 from reconciler import __version__
 from reconciler.clusters.discover import discover
 from reconciler.clusters.snapshot import SnapshotError, write_snapshot
 from reconciler.clusters.targets import TargetError, resolve_targets
-from reconciler.commands.envoy_config import envoy_config
 from reconciler.engine.changeset import Action, ChangeSet
 from reconciler.engine.sync import SyncOptions, sync
-from reconciler.explain import ExplainError, client_cluster, explain
+from reconciler.envoy import DEFAULT_ADMIN_PORT, DEFAULT_LISTENER_PORT, build_bootstrap, header_comment
+from reconciler.explain import ExplainError, explain_for
 from reconciler.locality import Locality
 from reconciler.logs import log_changes, setup_logging
 from reconciler.output import (
@@ -37,7 +39,7 @@ from reconciler.output import (
     to_yaml_stream,
 )
 from reconciler.plan import ClusterSource, Plan, build_plan
-from reconciler.policy import POLICY_KINDS, LoadedPolicy, VirtualDestination, load_and_check
+from reconciler.policy import POLICY_KINDS, load_and_check
 from reconciler.policy.durations import parse_duration
 from reconciler.reconcile import reconcile_once
 from reconciler.repo_config import RepoConfig, load_repo_config
@@ -293,13 +295,8 @@ def explain_cmd(
     plan = _plan_or_exit(path, _source(state, context, kubeconfig, in_cluster, request_timeout))
     try:
         _report_clusters(plan)
-        vd = _find_virtual_destination(plan, virtual_destination)
-        localities = {
-            name: sorted(st.localities()) for name, st in plan.inventory.clusters.items() if st.reachable
-        }
         try:
-            where = cluster or client_cluster(plan.translation, localities, client)
-            result = explain(plan.translation, vd.key, _hostname(vd), client, where, failed or [])
+            result = explain_for(plan, virtual_destination, client, cluster, failed or [])
         except ExplainError as exc:
             err.print(f"error: {exc}", markup=False)
             raise typer.Exit(EXIT_FATAL) from None
@@ -313,32 +310,86 @@ def explain_cmd(
         plan.close()
 
 
-def _find_virtual_destination(plan: Plan, ref: str) -> LoadedPolicy:
-    namespace, _, name = ref.rpartition("/")
-    matches = [
-        p
-        for p in plan.policies.by_kind("VirtualDestination")
-        if p.obj.name == name and (not namespace or p.obj.namespace == namespace)
-    ]
-    invalid = [k for k in plan.policies.invalid if k.kind == "VirtualDestination" and k.name == name]
-    if len(matches) == 1:
-        return matches[0]
+class BootstrapFormat(enum.StrEnum):
+    YAML = "yaml"
+    JSON = "json"
+
+
+@app.command("envoy-config")
+def envoy_config_cmd(
+    virtual_destination: Annotated[str, typer.Argument(help="VirtualDestination: NAME or NAMESPACE/NAME.")],
+    path: PathArg = Path("."),
+    from_: Annotated[str, typer.Option("--from", help="Client locality: REGION[/ZONE[/SUBZONE]].")] = "",
+    cluster: Annotated[
+        str | None, typer.Option("--cluster", help="Client cluster (default: the one with nodes there).")
+    ] = None,
+    state: StateOpt = None,
+    context: ContextOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    in_cluster: InClusterOpt = False,
+    request_timeout: TimeoutOpt = 10.0,
+    listener_port: Annotated[
+        int, typer.Option("--listener-port", help="Port of the HTTP listener on 127.0.0.1.", min=1, max=65535)
+    ] = DEFAULT_LISTENER_PORT,
+    admin_port: Annotated[
+        int, typer.Option("--admin-port", help="Port of the admin interface on 127.0.0.1.", min=1, max=65535)
+    ] = DEFAULT_ADMIN_PORT,
+    update_merge_window: Annotated[
+        str | None,
+        typer.Option(
+            "--update-merge-window",
+            help="Set Envoy's update_merge_window (e.g. 0s). Istio leaves Envoy's 1s default; "
+            "change it only for timing tests.",
+        ),
+    ] = None,
+    outlier_log: Annotated[
+        str | None,
+        typer.Option("--outlier-log", help="File for Envoy's outlier ejection events (JSON lines)."),
+    ] = None,
+    output: Annotated[
+        BootstrapFormat, typer.Option("--output", "-o", help="Output format.")
+    ] = BootstrapFormat.YAML,
+) -> None:
+    """Print the Envoy bootstrap of a client sidecar in a locality, for one VirtualDestination.
+
+    Its cluster holds the rendered ServiceEntry's endpoints at the priorities `reconciler explain`
+    shows, with the DestinationRule's outlier detection as istiod translates it.
+
+    Exit codes: 0 printed, 2 cannot build (unknown VirtualDestination, invalid policy, no such locality).
+    """
     err = stderr_console()
-    if not matches and invalid:
-        err.print(f"error: VirtualDestination {ref} is invalid; run `reconciler validate`", markup=False)
-    elif not matches:
-        known = ", ".join(
-            f"{p.obj.namespace}/{p.obj.name}" for p in plan.policies.by_kind("VirtualDestination")
-        )
-        err.print(f"error: VirtualDestination {ref} not found (known: {known or 'none'})", markup=False)
-    else:
-        err.print(f"error: {ref} is ambiguous; use NAMESPACE/NAME", markup=False)
-    raise typer.Exit(EXIT_FATAL)
-
-
-def _hostname(policy: LoadedPolicy) -> str:
-    assert isinstance(policy.obj, VirtualDestination)
-    return str(policy.obj.spec.hostname)
+    client = Locality.parse(from_)
+    if client is None:
+        err.print("error: --from REGION[/ZONE[/SUBZONE]] is required", markup=False)
+        raise typer.Exit(EXIT_FATAL)
+    if update_merge_window is not None:
+        try:
+            parse_duration(update_merge_window)
+        except ValueError as exc:
+            err.print(f"error: --update-merge-window: {exc}", markup=False)
+            raise typer.Exit(EXIT_FATAL) from None
+    plan = _plan_or_exit(path, _source(state, context, kubeconfig, in_cluster, request_timeout))
+    try:
+        _report_clusters(plan)
+        try:
+            result = explain_for(plan, virtual_destination, client, cluster)
+            bootstrap = build_bootstrap(
+                result,
+                listener_port=listener_port,
+                admin_port=admin_port,
+                update_merge_window=update_merge_window,
+                outlier_event_log=outlier_log,
+            )
+        except (ExplainError, ValueError) as exc:
+            err.print(f"error: {exc}", markup=False)
+            raise typer.Exit(EXIT_FATAL) from None
+        if output is BootstrapFormat.JSON:
+            typer.echo(json.dumps(bootstrap, indent=2))
+        else:
+            text = yaml.safe_dump(bootstrap, sort_keys=False, default_flow_style=False, width=100)
+            typer.echo(header_comment(result) + text, nl=False)
+    finally:
+        plan.close()
 
 
 @app.command()
@@ -794,7 +845,6 @@ def config_cmd(repo_config: Path | None, output: OutputFormat, **common: Any) ->
         typer.echo(to_yaml(data), nl=False)
 
 
-app.command("envoy-config")(envoy_config)
 _register_commands()
 
 

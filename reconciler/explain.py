@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.findings import ObjectKey
 from reconciler.locality import (
@@ -20,9 +20,13 @@ from reconciler.locality import (
     lb_priority,
     priority_loads,
 )
+from reconciler.policy import LoadedPolicy, PolicySet, VirtualDestination
 from reconciler.translate.failover import RANK_LABEL
 from reconciler.translate.result import DesiredObject, Translation
 from reconciler.translate.virtual_destination import CLUSTER_ENDPOINT_LABEL
+
+if TYPE_CHECKING:
+    from reconciler.plan import Plan
 
 
 class ExplainError(Exception):
@@ -226,3 +230,31 @@ def _reason(client: Locality, ep: LbEndpoint, rules: list[FailoverRule], remote:
     if rank is not None:
         text += f"; failover rank {rank}"
     return text + via
+
+
+def find_virtual_destination(policies: PolicySet, ref: str) -> LoadedPolicy:
+    """A VirtualDestination by ``NAME`` or ``NAMESPACE/NAME``; ExplainError says why not found."""
+    namespace, _, name = ref.rpartition("/")
+    found = policies.by_kind("VirtualDestination")
+    matches = [p for p in found if p.obj.name == name and (not namespace or p.obj.namespace == namespace)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches and any(k.kind == "VirtualDestination" and k.name == name for k in policies.invalid):
+        raise ExplainError(f"VirtualDestination {ref} is invalid; run `reconciler validate`")
+    if not matches:
+        known = ", ".join(f"{p.obj.namespace}/{p.obj.name}" for p in found) or "none"
+        raise ExplainError(f"VirtualDestination {ref} not found (known: {known})")
+    raise ExplainError(f"{ref} is ambiguous; use NAMESPACE/NAME")
+
+
+def explain_for(
+    plan: Plan, ref: str, client: Locality, cluster: str | None = None, failed: Sequence[str] = ()
+) -> Explanation:
+    """``explain`` for a VirtualDestination named by the user, in the client's (or the given) cluster."""
+    policy = find_virtual_destination(plan.policies, ref)
+    assert isinstance(policy.obj, VirtualDestination)
+    localities = {
+        name: sorted(st.localities()) for name, st in plan.inventory.clusters.items() if st.reachable
+    }
+    where = cluster or client_cluster(plan.translation, localities, client)
+    return explain(plan.translation, policy.key, str(policy.obj.spec.hostname), client, where, failed)

@@ -112,28 +112,25 @@ def main() -> int:
         print(f"  file://{bare} ({', '.join(sorted(p.name for p in (REPO / 'policies').iterdir()))})")
 
         env = {**os.environ, "RECONCILER_LOG_FORMAT": "text"}
+        reconcile = [
+            reconciler,
+            "reconcile",
+            "--repo",
+            f"file://{bare}",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--cache-dir",
+            str(work / "cache"),
+            "--lease-cluster",
+            "mgmt-cluster",
+        ]
         step("reconciler validate (what a pull-request check runs)")
         run([reconciler, "validate", str(clone)], env=env)
 
         step(
             "reconciler reconcile: pull, validate, discover, translate, diff, server-side apply, status commit"
         )
-        code = run(
-            [
-                reconciler,
-                "reconcile",
-                "--repo",
-                f"file://{bare}",
-                "--kubeconfig",
-                str(kubeconfig),
-                "--cache-dir",
-                str(work / "cache"),
-                "--lease-cluster",
-                "mgmt-cluster",
-            ],
-            env=env,
-            check=False,
-        )
+        code = run(reconcile, env=env, check=False)
         print(f"exit code {code} (0 = converged)")
 
         step("The status commit in the policy repository")
@@ -175,22 +172,7 @@ def main() -> int:
         )
 
         step("A second reconcile: nothing changed, so no writes and no status commit")
-        run(
-            [
-                reconciler,
-                "reconcile",
-                "--repo",
-                f"file://{bare}",
-                "--kubeconfig",
-                str(kubeconfig),
-                "--cache-dir",
-                str(work / "cache"),
-                "--lease-cluster",
-                "mgmt-cluster",
-            ],
-            env=env,
-            check=False,
-        )
+        run(reconcile, env=env, check=False)
 
         if args.keep:
             step("Clusters are running. In another shell:")

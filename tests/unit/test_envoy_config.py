@@ -11,8 +11,8 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
+from reconciler.cli import envoy_config_cmd as envoy_config
 from reconciler.clusters.snapshot import read_snapshot, write_snapshot
-from reconciler.commands.envoy_config import envoy_config
 from reconciler.envoy import (
     DEVIATIONS,
     build_bootstrap,
