@@ -17,8 +17,11 @@ $(BIN)/reconciler: pyproject.toml
 venv: $(BIN)/reconciler
 
 # Builds kube-apiserver + etcd from the Go module proxy once; cached in ~/.cache/mesh-reconciler.
+# Outside CI a machine without Go still runs the unit tests (integration tests skip with a message).
 assets:
-	@tools/build-k8s-assets.sh >/dev/null
+	@tools/build-k8s-assets.sh >/dev/null || { \
+	  if [ "$$CI" = "true" ]; then echo "error: cannot build kube-apiserver/etcd (CI needs them)" >&2; exit 1; fi; \
+	  echo "warning: kube-apiserver/etcd not available; integration tests will be skipped" >&2; }
 
 lint: venv
 	$(BIN)/ruff check reconciler tests tools benchmarks
