@@ -207,6 +207,20 @@ def _plan_or_exit(path: Path, source: ClusterSource) -> Plan:
         raise typer.Exit(EXIT_FATAL) from None
 
 
+FromOpt = Annotated[str, typer.Option("--from", help="Client locality: REGION[/ZONE[/SUBZONE]].")]
+ClientClusterOpt = Annotated[
+    str | None, typer.Option("--cluster", help="Client cluster (default: the one with nodes there).")
+]
+
+
+def _client_locality(text: str) -> Locality:
+    client = Locality.parse(text)
+    if client is None:
+        stderr_console().print("error: --from REGION[/ZONE[/SUBZONE]] is required", markup=False)
+        raise typer.Exit(EXIT_FATAL)
+    return client
+
+
 def _report_clusters(plan: Plan) -> int:
     """Print unreachable clusters and notes to stderr; returns how many clusters failed."""
     err = stderr_console()
@@ -266,16 +280,14 @@ def render(
 def explain_cmd(
     virtual_destination: Annotated[str, typer.Argument(help="VirtualDestination: NAME or NAMESPACE/NAME.")],
     path: PathArg = Path("."),
-    from_: Annotated[str, typer.Option("--from", help="Client locality: REGION[/ZONE[/SUBZONE]].")] = "",
+    from_: FromOpt = "",
     failed: Annotated[
         list[str] | None,
         typer.Option(
             "--failed", help="Treat these endpoints as ejected: a CLUSTER or a LOCALITY (repeatable)."
         ),
     ] = None,
-    cluster: Annotated[
-        str | None, typer.Option("--cluster", help="Client cluster (default: the one with nodes there).")
-    ] = None,
+    cluster: ClientClusterOpt = None,
     state: StateOpt = None,
     context: ContextOpt = None,
     kubeconfig: KubeconfigOpt = None,
@@ -288,10 +300,7 @@ def explain_cmd(
     Exit codes: 0 explained, 2 cannot explain (unknown VirtualDestination, invalid policy, no such locality).
     """
     err = stderr_console()
-    client = Locality.parse(from_)
-    if client is None:
-        err.print("error: --from REGION[/ZONE[/SUBZONE]] is required", markup=False)
-        raise typer.Exit(EXIT_FATAL)
+    client = _client_locality(from_)
     plan = _plan_or_exit(path, _source(state, context, kubeconfig, in_cluster, request_timeout))
     try:
         _report_clusters(plan)
@@ -319,10 +328,8 @@ class BootstrapFormat(enum.StrEnum):
 def envoy_config_cmd(
     virtual_destination: Annotated[str, typer.Argument(help="VirtualDestination: NAME or NAMESPACE/NAME.")],
     path: PathArg = Path("."),
-    from_: Annotated[str, typer.Option("--from", help="Client locality: REGION[/ZONE[/SUBZONE]].")] = "",
-    cluster: Annotated[
-        str | None, typer.Option("--cluster", help="Client cluster (default: the one with nodes there).")
-    ] = None,
+    from_: FromOpt = "",
+    cluster: ClientClusterOpt = None,
     state: StateOpt = None,
     context: ContextOpt = None,
     kubeconfig: KubeconfigOpt = None,
@@ -358,10 +365,7 @@ def envoy_config_cmd(
     Exit codes: 0 printed, 2 cannot build (unknown VirtualDestination, invalid policy, no such locality).
     """
     err = stderr_console()
-    client = Locality.parse(from_)
-    if client is None:
-        err.print("error: --from REGION[/ZONE[/SUBZONE]] is required", markup=False)
-        raise typer.Exit(EXIT_FATAL)
+    client = _client_locality(from_)
     if update_merge_window is not None:
         try:
             parse_duration(update_merge_window)

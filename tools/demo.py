@@ -141,35 +141,19 @@ def main() -> int:
         print((clone / "status" / "README.md").read_text())
 
         step("reconciler explain: where a client in us-east-1/us-east-1a sends reviews.global traffic")
-        run(
-            [
-                reconciler,
-                "explain",
-                "bookinfo-global",
-                str(clone),
-                "--from",
-                "us-east-1/us-east-1a",
-                "--kubeconfig",
-                str(kubeconfig),
-            ],
-            env=env,
-        )
+        explain = [
+            reconciler,
+            "explain",
+            "bookinfo-global",
+            str(clone),
+            "--from",
+            "us-east-1/us-east-1a",
+            "--kubeconfig",
+            str(kubeconfig),
+        ]
+        run(explain, env=env)
         step("... and when mgmt-cluster's endpoints are ejected (failover)")
-        run(
-            [
-                reconciler,
-                "explain",
-                "bookinfo-global",
-                str(clone),
-                "--from",
-                "us-east-1/us-east-1a",
-                "--kubeconfig",
-                str(kubeconfig),
-                "--failed",
-                "mgmt-cluster",
-            ],
-            env=env,
-        )
+        run([*explain, "--failed", "mgmt-cluster"], env=env)
 
         step("A second reconcile: nothing changed, so no writes and no status commit")
         run(reconcile, env=env, check=False)
