@@ -9,7 +9,10 @@ from __future__ import annotations
 import enum
 import inspect
 import json
+import logging
 import os
+import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +22,7 @@ from rich.markup import escape
 
 from reconciler import __version__
 from reconciler.clusters.discover import discover
+from reconciler.clusters.inventory import unavailable
 from reconciler.clusters.snapshot import SnapshotError, write_snapshot
 from reconciler.clusters.targets import TargetError, resolve_targets
 from reconciler.engine.changeset import Action, ChangeSet
@@ -41,7 +45,7 @@ from reconciler.output import (
 from reconciler.plan import ClusterSource, Plan, build_plan
 from reconciler.policy import POLICY_KINDS, load_and_check
 from reconciler.policy.durations import parse_duration
-from reconciler.reconcile import reconcile_once
+from reconciler.reconcile import reconcile_once, unexpected_error
 from reconciler.repo_config import RepoConfig, load_repo_config
 from reconciler.serve import Worker, serve, trigger
 from reconciler.settings import SETTING_NAMES, Settings, env_name
@@ -228,9 +232,7 @@ def _report_clusters(plan: Plan) -> int:
     for name, state in sorted(plan.inventory.clusters.items()):
         if state.error:
             failed += 1
-            err.print(
-                f"error: cluster {name} (context {state.context}) unreachable: {state.error}", markup=False
-            )
+            err.print(f"error: {unavailable(name, state.error)} (context {state.context})", markup=False)
         for note in state.notes:
             err.print(f"warning: cluster {name}: {note}", markup=False)
     return failed
@@ -426,7 +428,7 @@ def snapshot(
             stdout_console().print(f"wrote {written} ({len(found.raw[name])} objects)")
         unreachable = [(n, s.error) for n, s in sorted(found.inventory.clusters.items()) if s.error]
         for name, error in unreachable:
-            err.print(f"error: cluster {name} unreachable: {error}", markup=False)
+            err.print(f"error: {unavailable(name, error)}", markup=False)
         raise typer.Exit(EXIT_INVALID if unreachable else EXIT_OK)
     finally:
         found.close()
@@ -619,6 +621,12 @@ LeaseClusterOpt = Annotated[
     str | None, _opt("--lease-cluster", help="Cluster holding the run Lease (default: managementCluster).")
 ]
 LeaseNsOpt = Annotated[str, _opt("--lease-namespace", help="Namespace of the run Lease.")]
+LogLevelOpt = Annotated[
+    str,
+    _opt(
+        "--log-level", help="debug, info, warning or error (debug includes tracebacks of unexpected errors)."
+    ),
+]
 LogFormatOpt = Annotated[
     str, _opt("--log-format", help="auto (text on a TTY, else JSON lines), text or json.")
 ]
@@ -661,6 +669,7 @@ def reconcile_cmd(
     lease_cluster: LeaseClusterOpt = None,
     lease_namespace: LeaseNsOpt = "mesh-reconciler",
     log_format: LogFormatOpt = "auto",
+    log_level: LogLevelOpt = "info",
     output: Annotated[
         OutputFormat, typer.Option("--output", "-o", help="Change set as text or json.")
     ] = OutputFormat.TEXT,
@@ -671,7 +680,7 @@ def reconcile_cmd(
     clusters; the rest was reconciled), 2 fatal (configuration, git, lock held; nothing applied).
     """
     settings = _settings_from(locals())
-    setup_logging(settings.log_format)
+    setup_logging(settings.log_format, settings.log_level)
     outcome = reconcile_once(settings)
     err = stderr_console()
     if outcome.result is not None:
@@ -726,7 +735,7 @@ def serve_cmd(
     the process exits 0 on a clean shutdown and 2 on bad configuration.
     """
     settings = _settings_from(common)
-    setup_logging(settings.log_format)
+    setup_logging(settings.log_format, settings.log_level)
     err = stderr_console()
     try:
         seconds = parse_duration(interval).total_seconds() if interval else None
@@ -853,4 +862,13 @@ _register_commands()
 
 
 def main() -> None:
-    app()
+    """Entry point: an exception no command foresaw is fatal (exit 2) with one line, never a traceback
+    and never exit 1 (which schedulers read as "degraded, everything else converged")."""
+    try:
+        app()
+    except Exception as exc:
+        logging.getLogger("reconciler").debug("unexpected error", exc_info=True)
+        if os.environ.get(env_name("log_level"), "").lower() == "debug":
+            traceback.print_exc()
+        typer.echo(f"error: {unexpected_error(exc)}", err=True)
+        sys.exit(EXIT_FATAL)

@@ -13,6 +13,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from reconciler.clusters.inventory import unavailable
 from reconciler.engine.changeset import Action, ChangeSet
 
 _FIELDS = (
@@ -69,7 +70,7 @@ def log_changes(changes: ChangeSet, logger: logging.Logger | None = None) -> Non
         result = changes.clusters[name]
         if not result.reachable:
             data: dict[str, Any] = {"cluster": name, "state": "unreachable"}
-            log.error("cluster %s unreachable: %s", name, result.error, extra={"data": data})
+            log.error("%s", unavailable(name, result.error or ""), extra={"data": data})
             continue
         counts = dict(sorted(result.counts().items()))
         failed = any(c.action.is_error for c in result.changes)

@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.clusters.discover import Discovery, discover
+from reconciler.clusters.discover import Discovery, connect, discover
 from reconciler.clusters.inventory import Inventory
+from reconciler.clusters.kube import KubeClient
 from reconciler.clusters.snapshot import read_snapshot
-from reconciler.clusters.targets import resolve_targets
+from reconciler.clusters.targets import ClusterTarget, resolve_targets
 from reconciler.findings import Finding
 from reconciler.policy import PolicySet, load_and_check
 from reconciler.repo_config import RepoConfig, load_repo_config
@@ -49,25 +50,71 @@ class Plan:
             out.extend(outcome.findings)
         return out
 
+    @property
+    def clients(self) -> dict[str, KubeClient]:
+        """API clients of the discovered clusters (none when live state came from a snapshot)."""
+        return self.discovery.clients if self.discovery is not None else {}
+
     def close(self) -> None:
         if self.discovery is not None:
             self.discovery.close()
 
+    def __enter__(self) -> Plan:
+        return self
 
-def load_inventory(source: ClusterSource, repo: RepoConfig) -> tuple[Inventory, Discovery | None]:
-    if source.state is not None:
-        wanted = [repo.cluster_for_context(c) for c in source.contexts] or None
-        return read_snapshot(source.state, wanted), None
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class Connection:
+    """API clients opened before anything is listed.
+
+    A writing run takes its Lease with one of these clients *before* discovery, so the live state it
+    plans from is never older than its lock (otherwise a run could apply a plan listed while another
+    run was still writing).
+    """
+
+    targets: list[ClusterTarget]
+    clients: dict[str, KubeClient]
+    errors: dict[str, str]
+    """Clusters whose credentials could not be loaded (reported as unreachable by discovery)."""
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
+
+
+def connect_clusters(source: ClusterSource, repo: RepoConfig) -> Connection:
     targets = resolve_targets(
         repo, kubeconfigs=source.kubeconfigs, contexts=source.contexts, in_cluster=source.in_cluster
     )
-    found = discover(targets, timeout=source.request_timeout, cluster_timeout=source.cluster_timeout)
+    clients, errors = connect(targets, source.request_timeout)
+    return Connection(list(targets), clients, errors)
+
+
+def load_inventory(
+    source: ClusterSource, repo: RepoConfig, connection: Connection | None = None
+) -> tuple[Inventory, Discovery | None]:
+    if source.state is not None:
+        wanted = [repo.cluster_for_context(c) for c in source.contexts] or None
+        return read_snapshot(source.state, wanted), None
+    connection = connection or connect_clusters(source, repo)
+    found = discover(
+        connection.targets,
+        timeout=source.request_timeout,
+        cluster_timeout=source.cluster_timeout,
+        connected=(connection.clients, connection.errors),
+    )
     return found.inventory, found
 
 
-def build_plan(root: Path, source: ClusterSource) -> Plan:
+def build_plan(root: Path, source: ClusterSource, connection: Connection | None = None) -> Plan:
+    """Load, discover (with ``connection``'s clients when given; the plan then owns them) and translate."""
     repo, config_findings = load_repo_config(root)
     policies = load_and_check(root, status_path=repo.status.path)
-    inventory, discovery = load_inventory(source, repo)
-    translation = translate(policies, inventory, configured_clusters=inventory.clusters)
+    inventory, discovery = load_inventory(source, repo, connection)
+    translation = translate(
+        policies, inventory, configured_clusters=inventory.clusters, tenancy=repo.namespace_boundaries()
+    )
     return Plan(root, repo, policies, inventory, translation, discovery, config_findings)

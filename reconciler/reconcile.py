@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from reconciler.engine.lease import LeaseError, LeaseHeld
 from reconciler.engine.run import LeaseSettings, LeaseUnavailable, PassResult, run_pass
 from reconciler.engine.sync import SyncOptions
 from reconciler.findings import ObjectKey
-from reconciler.plan import ClusterSource, build_plan
+from reconciler.plan import ClusterSource
 from reconciler.repo_config import load_repo_config
 from reconciler.settings import DEFAULT_TOKEN_ENV, Settings
 from reconciler.source import Checkout, GitAuth, SourceError, commit_status, fetch
@@ -55,6 +56,15 @@ class ReconcileOutcome:
         return self.exit_code == EXIT_FATAL
 
 
+def unexpected_error(exc: BaseException) -> str:
+    """The one line a user sees for an exception we did not foresee (the traceback goes to debug)."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return (
+        f"unexpected {type(exc).__name__}{': ' + text if text else ''} — this is a bug in mesh-reconciler; "
+        "rerun with --log-level debug (RECONCILER_LOG_LEVEL=debug) for the traceback"
+    )
+
+
 def git_auth(settings: Settings) -> GitAuth:
     token_env: str | None = settings.git_token_env or None
     if token_env == DEFAULT_TOKEN_ENV and not os.environ.get(token_env):
@@ -69,9 +79,14 @@ def git_auth(settings: Settings) -> GitAuth:
     )
 
 
-def reconcile_once(settings: Settings) -> ReconcileOutcome:
+def reconcile_once(settings: Settings, cancel: threading.Event | None = None) -> ReconcileOutcome:
+    """One full pass. ``cancel`` (set by a ``serve`` worker shutting down) stops writing at once."""
     start = time.monotonic()
-    outcome = _reconcile(settings)
+    try:
+        outcome = _reconcile(settings, cancel)
+    except Exception as exc:  # a bug, or a failure nobody foresaw: fatal, never "degraded"
+        log.debug("unexpected error during the pass", exc_info=True)
+        outcome = ReconcileOutcome(EXIT_FATAL, unexpected_error(exc))
     outcome.seconds = time.monotonic() - start
     return outcome
 
@@ -81,7 +96,7 @@ def _status_dir_rel(subdir: str, status_path: str) -> str:
     return rel[2:] if rel.startswith("./") else rel
 
 
-def _reconcile(settings: Settings) -> ReconcileOutcome:
+def _reconcile(settings: Settings, cancel: threading.Event | None) -> ReconcileOutcome:
     if not settings.repo:
         return ReconcileOutcome(EXIT_FATAL, "no policy repository: pass --repo URL|PATH (or RECONCILER_REPO)")
     # 1. source. The repository's reconciler.yaml is only known after the fetch; status_dir (which
@@ -135,18 +150,20 @@ def _reconcile(settings: Settings) -> ReconcileOutcome:
         cluster=effective.lease_cluster,
     )
     try:
-        plan = build_plan(root, source)
+        result = run_pass(root, source, options, lease, cancel=cancel)
     except (TargetError, SnapshotError, OSError) as exc:
         return ReconcileOutcome(EXIT_FATAL, str(exc), checkout)
-    try:
-        result = run_pass(root, source, options, lease, plan=plan)
     except LeaseHeld as exc:
-        plan.close()
         return ReconcileOutcome(EXIT_FATAL, f"lock held: {exc}", checkout)
     except (LeaseUnavailable, LeaseError) as exc:
-        plan.close()
         return ReconcileOutcome(EXIT_FATAL, str(exc), checkout)
+    plan = result.plan
     plan.close()
+    if cancel is not None and cancel.is_set():
+        # Half a pass must not be committed as the state of the fleet; the next pass redoes it.
+        return ReconcileOutcome(
+            EXIT_FATAL, "pass cancelled (worker shutting down); status not committed", checkout, result
+        )
 
     # 3. status
     status_root_rel = effective.status_path

@@ -12,18 +12,24 @@ the status and prune settings a platform team wants versioned with its policy. E
     prune:
       enabled: true
       maxPruneRatio: 0.5
+    tenancy:                           # namespace boundaries (reconciler/tenancy.py, docs/tenancy.md)
+      - policyNamespaces: [team-a, team-a-*]
+        destinationNamespaces: [team-a, istio-system]
+      - policyNamespaces: ["*"]        # without it, no other namespace's policy may write anywhere
+        destinationNamespaces: ["*"]
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
 from reconciler.findings import Finding, Location, error
+from reconciler.tenancy import DEFAULT_TENANCY, Tenancy, pattern_problem
 
 FILENAME = "reconciler.yaml"
 
@@ -39,10 +45,49 @@ class ClusterEntry(_Model):
 class StatusSettings(_Model):
     path: str = "status"
 
+    @field_validator("path")
+    @classmethod
+    def _inside_repository(cls, value: str) -> str:
+        # Reported here, with the file, rather than when the status write is refused after a pass.
+        parts = PurePosixPath(value.replace("\\", "/")).parts
+        if (
+            not value.strip()
+            or value.startswith(("/", "\\"))
+            or ".." in parts
+            or value.strip() in (".", "./")
+        ):
+            raise ValueError(f"must be a subdirectory of the repository, got {value!r}")
+        return value
+
 
 class PruneSettings(_Model):
     enabled: bool = True
     max_prune_ratio: Annotated[float, Field(ge=0, le=1)] = 0.5
+
+
+class TenancyRuleSettings(_Model):
+    """One ``tenancy`` entry; the first whose ``policyNamespaces`` matches a policy's namespace decides."""
+
+    policy_namespaces: list[str]
+    destination_namespaces: list[str]
+
+    @field_validator("policy_namespaces", "destination_namespaces")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        problems = [p for p in (pattern_problem(v) for v in value) if p]
+        if problems:
+            raise ValueError("; ".join(problems))
+        if value and all(v.startswith("!") for v in value):
+            # Only denials allow nothing; almost certainly meant "everything except", so say so.
+            raise ValueError("only '!' patterns match nothing; add what they are carved out of, e.g. '*'")
+        return value
+
+    @field_validator("policy_namespaces")
+    @classmethod
+    def _not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("must name at least one namespace or glob (a rule for no policy is a mistake)")
+        return value
 
 
 class RepoConfig(_Model):
@@ -50,6 +95,18 @@ class RepoConfig(_Model):
     management_cluster: str | None = None
     status: StatusSettings = Field(default_factory=StatusSettings)
     prune: PruneSettings = Field(default_factory=PruneSettings)
+    tenancy: list[TenancyRuleSettings] | None = None
+    """None (no section): any namespace but the protected system ones. A list is an allowlist."""
+    _unusable: str = PrivateAttr(default="")
+    """Set when reconciler.yaml was present but unusable and might have held tenancy rules."""
+
+    def namespace_boundaries(self) -> Tenancy:
+        """The tenancy rules translation enforces (fail closed when the file could not be read)."""
+        if self._unusable:
+            return Tenancy.fail_closed(self._unusable)
+        if self.tenancy is None:
+            return DEFAULT_TENANCY
+        return Tenancy.from_rules((r.policy_namespaces, r.destination_namespaces) for r in self.tenancy)
 
     @field_validator("clusters", mode="before")
     @classmethod
@@ -70,22 +127,33 @@ class RepoConfig(_Model):
 
 
 def load_repo_config(root: Path) -> tuple[RepoConfig, list[Finding]]:
-    """Read ``root/reconciler.yaml`` if present; a broken file is a finding and defaults apply."""
+    """Read ``root/reconciler.yaml`` if present; a broken file is a finding and defaults apply.
+
+    Except for tenancy: when the broken file has (or, unparseable, may have) a ``tenancy`` section,
+    the default -- every namespace but the system ones -- would silently widen what the repository
+    is trusted with, so the boundaries fail closed instead and every policy that writes is invalid.
+    """
     path = root / FILENAME
     if not path.is_file():
         return RepoConfig(), []
+    raw: Any = None
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         if not isinstance(raw, dict):
             raise ValueError("reconciler.yaml must be a mapping")
         return RepoConfig.model_validate(raw), []
-    except (yaml.YAMLError, ValueError, UnicodeDecodeError) as exc:
+    except (yaml.YAMLError, ValueError, UnicodeDecodeError, RecursionError) as exc:
+        if isinstance(exc, RecursionError):  # e.g. 900 nested brackets or a recursive alias
+            exc = ValueError("nested too deeply (recursive alias?)")
         if isinstance(exc, ValidationError):
             msgs = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
             )
         else:
             msgs = str(exc)
-        return RepoConfig(), [
+        fallback = RepoConfig()
+        if not isinstance(raw, dict) or "tenancy" in raw:
+            fallback._unusable = f"{FILENAME} is invalid ({msgs})"
+        return fallback, [
             error(f"invalid {FILENAME}: {msgs}", location=Location(FILENAME), code="InvalidConfig")
         ]

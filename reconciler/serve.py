@@ -34,7 +34,14 @@ from prometheus_client import (
 )
 
 from reconciler.logs import log_changes
-from reconciler.reconcile import EXIT_CONVERGED, EXIT_DEGRADED, ReconcileOutcome, reconcile_once
+from reconciler.reconcile import (
+    EXIT_CONVERGED,
+    EXIT_DEGRADED,
+    EXIT_FATAL,
+    ReconcileOutcome,
+    reconcile_once,
+    unexpected_error,
+)
 from reconciler.settings import Settings
 
 log = logging.getLogger("reconciler.serve")
@@ -104,7 +111,7 @@ class Metrics:
 @dataclass
 class Worker:
     settings: Settings
-    run: Callable[[Settings], ReconcileOutcome] = reconcile_once
+    run: Callable[[Settings, threading.Event], ReconcileOutcome] = reconcile_once
     metrics: Metrics = field(default_factory=Metrics)
     last: ReconcileOutcome | None = None
     passes: int = 0
@@ -112,6 +119,9 @@ class Worker:
     _running: int = 0
     _max_running: int = 0
     _counter_lock: threading.Lock = field(default_factory=threading.Lock)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    """Set when shutdown gives up waiting: the running pass stops writing and is not a success."""
+    abandoned: int = 0
 
     def run_pass(self) -> None:
         if not self._lock.acquire(blocking=False):
@@ -123,8 +133,11 @@ class Worker:
                 self._max_running = max(self._max_running, self._running)
                 self.metrics.max_concurrent.set(self._max_running)
             self.metrics.in_progress.set(1)
-            outcome = self.run(self.settings)
+            outcome = self.run(self.settings, self.cancel)
             self.passes += 1
+            if self.cancel.is_set() and not outcome.fatal:
+                outcome.exit_code = EXIT_FATAL
+                outcome.error = outcome.error or "pass abandoned at shutdown"
             self.last = outcome
             self.metrics.record(outcome)
             if outcome.result is not None:
@@ -139,9 +152,10 @@ class Worker:
                 f" ({outcome.error})" if outcome.error else "",
                 extra={"data": {"exitCode": outcome.exit_code, "seconds": round(outcome.seconds, 3)}},
             )
-        except Exception:  # a pass must never kill the worker
-            log.exception("pass crashed")
-            self.metrics.runs.labels("crashed").inc()
+        except Exception as exc:  # a pass must never kill the worker (reconcile_once already catches)
+            log.error("pass crashed: %s", unexpected_error(exc))
+            log.debug("traceback", exc_info=True)
+            self.metrics.runs.labels("fatal").inc()
         finally:
             with self._counter_lock:
                 self._running -= 1
@@ -207,7 +221,7 @@ def serve(
     shutdown_grace: float = 60.0,
     stop: threading.Event | None = None,
 ) -> int:
-    """Run until SIGTERM/SIGINT (or ``stop`` is set); returns the process exit code (0)."""
+    """Run until SIGTERM/SIGINT (or ``stop`` is set); returns the process exit code: 0, or 1 when a pass had to be abandoned."""
     stop = stop or threading.Event()
     when = trigger(interval, cron)
     httpd = ThreadingHTTPServer((address, port), make_handler(worker))
@@ -239,16 +253,20 @@ def serve(
         while worker.busy and time.monotonic() < deadline:
             time.sleep(0.1)
         if worker.busy:
-            log.warning(
-                "a pass is still running after %.0fs; abandoning it (its Lease expires by itself)",
+            log.error(
+                "a pass is still running after %.0fs; abandoning it: it stops writing now, is not "
+                "reported as a success, and its Lease expires by itself",
                 shutdown_grace,
             )
+            worker.cancel.set()
+            worker.abandoned += 1
+            worker.metrics.runs.labels("abandoned").inc()
         httpd.shutdown()
         httpd.server_close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     log.info("stopped after %d pass(es)", worker.passes)
-    return 0
+    return 1 if worker.abandoned else 0
 
 
 def _now(scheduler: BackgroundScheduler) -> Any:

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.clusters.inventory import (
+    ISTIO_CRDS_MISSING,
     ISTIOD_SELECTOR,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     ClusterState,
     Inventory,
     build_cluster_state,
+    unavailable,
 )
 from reconciler.clusters.kube import (
     DEPLOYMENTS,
@@ -77,8 +79,10 @@ def discover(
     timeout: float = 10.0,
     cluster_timeout: float = 60.0,
     workers: int = 8,
+    connected: tuple[dict[str, KubeClient], dict[str, str]] | None = None,
 ) -> Discovery:
-    clients, errors = connect(targets, timeout)
+    """LIST every cluster; ``connected`` reuses clients opened earlier (e.g. to take the run Lease)."""
+    clients, errors = connected if connected is not None else connect(targets, timeout)
     result = Discovery(Inventory(), clients=clients)
     for name, message in errors.items():
         context = next(t.context for t in targets if t.name == name)
@@ -88,13 +92,13 @@ def discover(
         start = time.monotonic()
         client = clients[target.name]
         objects: list[dict[str, Any]] = []
-        try:
-            for resource, selector in DISCOVERY_LISTS:
+        for resource, selector in DISCOVERY_LISTS:
+            try:
                 if time.monotonic() - start > cluster_timeout:
                     raise KubeError(0, f"discovery took longer than {cluster_timeout:.0f}s", "Timeout")
                 objects.extend(client.list(resource, label_selector=selector))
-        except KubeError as exc:
-            return target, None, _explain(exc, target), time.monotonic() - start
+            except KubeError as exc:
+                return target, None, _explain(exc, target, resource), time.monotonic() - start
         return target, objects, None, time.monotonic() - start
 
     reachable = [t for t in targets if t.name in clients]
@@ -102,7 +106,7 @@ def discover(
         for target, objects, error, seconds in pool.map(one, reachable):
             result.seconds[target.name] = seconds
             if objects is None:
-                log.warning("cluster %s unreachable: %s", target.name, error)
+                log.warning("%s", unavailable(target.name, error or ""))
                 result.inventory.clusters[target.name] = ClusterState(
                     name=target.name, context=target.context, error=error
                 )
@@ -114,11 +118,17 @@ def discover(
     return result
 
 
-def _explain(exc: KubeError, target: ClusterTarget) -> str:
+def _explain(exc: KubeError, target: ClusterTarget, resource: Resource) -> str:
+    """Why a cluster could not be discovered, in words that say what to fix."""
     if exc.status == 401:
         return f"unauthorized: the credentials of context {target.context} were rejected"
     if exc.status == 403:
         return f"forbidden: {exc.message} (see the ClusterRole in cronjob.yaml for the permissions needed)"
-    if exc.status == 404 and "networking.istio.io" in exc.message:
-        return "Istio CRDs (networking.istio.io/v1) are not installed"
+    if exc.status == 404 and resource in ISTIO_RESOURCES.values():
+        # A LIST of a kind the server does not serve is a bare "404 page not found": the CRD is missing.
+        return (
+            f"{ISTIO_CRDS_MISSING} in cluster {target.name} "
+            f"({resource.plural}.{resource.api_version.split('/')[0]} not served); install Istio there "
+            "(or its CRDs) — nothing is written to or pruned in this cluster until then"
+        )
     return str(exc)

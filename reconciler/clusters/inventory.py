@@ -13,12 +13,24 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler.findings import ObjectKey
 from reconciler.locality import LEGACY_REGION_LABEL, LEGACY_ZONE_LABEL, REGION_LABEL, ZONE_LABEL, Locality
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "mesh-reconciler"
 SOURCES_ANNOTATION = "mesh-reconciler.io/sources"
 """Comma-separated ``Kind/namespace/name`` of the policies an object was generated from."""
+
+ISTIO_CRDS_MISSING = "Istio networking CRDs not installed"
+"""Start of the error of a cluster that answers but does not serve networking.istio.io."""
+
+
+def unavailable(name: str, error: str) -> str:
+    """One sentence saying why a cluster is left out of this run (what the user has to fix)."""
+    if error.startswith(ISTIO_CRDS_MISSING):
+        return error  # already names the cluster; "unreachable" would send users to check the network
+    return f"cluster {name} unreachable: {error}"
+
 
 ISTIOD_SELECTOR = "app=istiod"
 EAST_WEST_GATEWAY_LABELS = (("istio", "eastwestgateway"), ("istio", "ingressgateway"))
@@ -114,7 +126,12 @@ class ClusterState:
     meshes: list[Mesh] = field(default_factory=list)
     gateways: list[Gateway] = field(default_factory=list)
     managed: list[dict[str, Any]] = field(default_factory=list)
-    """Live objects carrying our ownership label (full objects, as the API server returned them)."""
+    """Live objects we own (:func:`is_owned`: label *and* sources annotation), as the API server
+    returned them. Only these are ever compared, configured or pruned as ours."""
+    claimed: list[dict[str, Any]] = field(default_factory=list)
+    """Live objects carrying our label but not our sources annotation: someone copied the label (or
+    an old tool set it). Not ours: a desired object of the same name is a conflict unless adopted,
+    and they are never pruned."""
     error: str | None = None
     """Why discovery failed; a failed cluster is excluded from the run and never pruned."""
     notes: list[str] = field(default_factory=list)
@@ -194,8 +211,31 @@ def _meta(obj: Mapping[str, Any], key: str, default: str = "") -> str:
     return str((obj.get("metadata") or {}).get(key) or default)
 
 
-def is_managed(obj: Mapping[str, Any]) -> bool:
+def has_our_label(obj: Mapping[str, Any]) -> bool:
+    """The label discovery selects on; necessary for ownership but not sufficient (anyone can copy it)."""
     return _labels(obj).get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE
+
+
+def sources_of(obj: Mapping[str, Any]) -> tuple[ObjectKey, ...]:
+    """The policies an object says it was generated from (our sources annotation)."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    text = str(annotations.get(SOURCES_ANNOTATION) or "")
+    out = []
+    for ref in text.split(","):
+        ref = ref.strip()
+        if ref.count("/") >= 2:
+            out.append(ObjectKey.parse(ref))
+    return tuple(out)
+
+
+def is_owned(obj: Mapping[str, Any]) -> bool:
+    """The one definition of "ours", used by inventory, diff, apply and prune alike.
+
+    An object is ours only when it carries BOTH our managed-by label and a sources annotation naming
+    at least one policy: a label alone is easy to copy by hand (or by a Helm chart's defaults), and
+    treating such an object as ours would overwrite and later prune something we never made.
+    """
+    return has_our_label(obj) and bool(sources_of(obj))
 
 
 def build_cluster_state(name: str, objects: Iterable[Mapping[str, Any]], context: str = "") -> ClusterState:
@@ -261,14 +301,23 @@ def build_cluster_state(name: str, objects: Iterable[Mapping[str, Any]], context
         state.meshes.append(Mesh(name=mesh_name, cluster=name, namespace=ns, version=_image_tag(dep)))
 
     for kind in ("ServiceEntry", "DestinationRule", "VirtualService"):
-        state.managed.extend(dict(o) for o in by_kind[kind] if is_managed(o))
-    state.managed.sort(key=lambda o: (o.get("kind", ""), _meta(o, "namespace"), _meta(o, "name")))
+        for o in by_kind[kind]:
+            if is_owned(o):
+                state.managed.append(dict(o))
+            elif has_our_label(o):
+                state.claimed.append(dict(o))
+    state.managed.sort(key=_object_order)
+    state.claimed.sort(key=_object_order)
 
     if state.nodes and not state.localities():
         state.notes.append(
             f"no node carries {REGION_LABEL}/{ZONE_LABEL} labels: endpoints of this cluster have no locality"
         )
     return state
+
+
+def _object_order(obj: Mapping[str, Any]) -> tuple[str, str, str]:
+    return (str(obj.get("kind", "")), _meta(obj, "namespace"), _meta(obj, "name"))
 
 
 def _zone_regions(nodes: Iterable[Mapping[str, Any]]) -> dict[str, str]:

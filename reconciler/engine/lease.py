@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -76,7 +77,9 @@ class RunLease:
         self._thread: threading.Thread | None = None
         self.release_error: str | None = None
         self.lost = threading.Event()
-        """Set when a renewal found the lease taken by someone else (the run should stop writing)."""
+        """Set when a renewal found the lease taken by someone else, or could not renew it before it
+        expired (another run may then take it): the run must stop writing."""
+        self._renewed_at = 0.0
 
     # -- acquire / renew / release -----------------------------------------------------------------
 
@@ -101,6 +104,7 @@ class RunLease:
                         f"Lease {self.namespace}/{self.name} was just taken by another run"
                     ) from None
                 raise LeaseError(f"cannot create Lease {self.namespace}/{self.name}: {exc}") from None
+            self._renewed_at = time.monotonic()
             return
         spec = live.get("spec") or {}
         holder = spec.get("holderIdentity") or ""
@@ -122,6 +126,7 @@ class RunLease:
             if exc.status == 409:
                 raise LeaseHeld(f"Lease {self.namespace}/{self.name} was just taken by another run") from None
             raise LeaseError(f"cannot take over Lease {self.namespace}/{self.name}: {exc}") from None
+        self._renewed_at = time.monotonic()
         if holder and holder != self.identity:
             log.warning("took over expired Lease %s/%s from %s", self.namespace, self.name, holder)
 
@@ -143,10 +148,21 @@ class RunLease:
         body["spec"] = spec
         try:
             self._current = self.client.replace(LEASES, body)
+            self._renewed_at = time.monotonic()
         except KubeError as exc:
             if exc.status == 409:
                 self.lost.set()
                 log.error("lost Lease %s/%s to another run", self.namespace, self.name)
+                return
+            if time.monotonic() - self._renewed_at >= self.duration:
+                # Expired as far as anyone else can tell: another run may hold it by now.
+                self.lost.set()
+                log.error(
+                    "Lease %s/%s expired without renewal (%s); stopping writes",
+                    self.namespace,
+                    self.name,
+                    exc,
+                )
                 return
             log.warning("could not renew Lease %s/%s: %s", self.namespace, self.name, exc)
 

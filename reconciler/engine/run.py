@@ -8,6 +8,7 @@ developer's working tree.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,8 @@ from reconciler.clusters.kube import KubeClient
 from reconciler.engine.changeset import ChangeSet
 from reconciler.engine.lease import RunLease
 from reconciler.engine.sync import SyncOptions, sync
-from reconciler.plan import ClusterSource, Plan, build_plan
+from reconciler.plan import ClusterSource, Connection, Plan, build_plan, connect_clusters
+from reconciler.repo_config import RepoConfig, load_repo_config
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +55,18 @@ class PassResult:
 
 
 class LeaseUnavailable(Exception):
-    """The run lease cannot be checked (management cluster unknown or unreachable)."""
+    """The run lease cannot be checked (management cluster unknown or its credentials unusable)."""
 
 
-def lease_client(plan: Plan, settings: LeaseSettings) -> tuple[str, KubeClient]:
-    clients = plan.discovery.clients if plan.discovery else {}
-    name = settings.cluster or plan.repo.management_cluster or (sorted(clients)[0] if clients else None)
+def lease_client(connection: Connection, repo: RepoConfig, settings: LeaseSettings) -> tuple[str, KubeClient]:
+    clients = connection.clients
+    name = settings.cluster or repo.management_cluster or (sorted(clients)[0] if clients else None)
+    if name is not None and name in connection.errors:
+        raise LeaseUnavailable(
+            f"management cluster {name} is unreachable, so the run lease cannot be taken: {connection.errors[name]}"
+        )
     if name is None or name not in clients:
         raise LeaseUnavailable(f"management cluster {name or '(none)'} is not among the clusters of this run")
-    state = plan.inventory.clusters.get(name)
-    if state is not None and not state.reachable:
-        raise LeaseUnavailable(
-            f"management cluster {name} is unreachable, so the run lease cannot be taken: {state.error}"
-        )
     return name, clients[name]
 
 
@@ -74,23 +75,45 @@ def run_pass(
     source: ClusterSource,
     options: SyncOptions,
     lease: LeaseSettings | None = None,
-    plan: Plan | None = None,
+    cancel: threading.Event | None = None,
 ) -> PassResult:
-    """Plan and sync once. With ``options.apply`` and not ``dry_run``, hold the Lease while writing."""
+    """Plan and sync once. With ``options.apply`` and not ``dry_run``, hold the Lease while writing.
+
+    A writing pass takes the Lease *first* and only then lists live state, so it can never apply a
+    plan made before another run's writes. Writing stops at once (remaining objects are held) when
+    the Lease is lost or ``cancel`` is set (a ``serve`` worker shutting down).
+    """
     start = time.monotonic()
-    plan = plan or build_plan(root, source)
-    clients = plan.discovery.clients if plan.discovery else {}
-    if options.apply and not options.dry_run:
-        if lease is None:
-            lease = LeaseSettings()
-        cluster, client = lease_client(plan, lease)
+    if not options.apply or options.dry_run:
+        plan = build_plan(root, source)
+        return PassResult(plan, sync(plan, plan.clients, options), time.monotonic() - start)
+    lease = lease or LeaseSettings()
+    repo, _ = load_repo_config(root)
+    connection = connect_clusters(source, repo)
+    try:
+        cluster, client = lease_client(connection, repo, lease)
         run_lease = RunLease(client, name=lease.name, namespace=lease.namespace, duration=lease.duration)
         with run_lease:
-            changes = sync(plan, clients, options)
-        result = PassResult(plan, changes, time.monotonic() - start, lease_cluster=cluster)
-        if run_lease.release_error:
-            result.errors.append(run_lease.release_error)
-        if run_lease.lost.is_set():
-            result.errors.append("the run Lease was taken by another run while this one was applying")
-        return result
-    return PassResult(plan, sync(plan, clients, options), time.monotonic() - start)
+
+            def stop_reason() -> str:
+                if run_lease.lost.is_set():
+                    return "the run Lease was lost to another run"
+                if cancel is not None and cancel.is_set():
+                    return "the worker is shutting down"
+                return ""
+
+            plan = build_plan(root, source, connection)
+            changes = sync(plan, plan.clients, options, stop=stop_reason)
+    except BaseException:
+        connection.close()
+        raise
+    result = PassResult(plan, changes, time.monotonic() - start, lease_cluster=cluster)
+    if run_lease.release_error:
+        result.errors.append(run_lease.release_error)
+    if run_lease.lost.is_set():
+        result.errors.append(
+            "the run Lease was taken by another run while this one was applying; writing stopped"
+        )
+    if cancel is not None and cancel.is_set():
+        result.errors.append("the pass was cancelled (worker shutting down); writing stopped")
+    return result

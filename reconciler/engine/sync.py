@@ -14,11 +14,11 @@ import concurrent.futures
 import difflib
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.clusters.inventory import MANAGED_BY_LABEL, MANAGED_BY_VALUE, SOURCES_ANNOTATION, ClusterState
+from reconciler.clusters.inventory import ClusterState, is_owned, sources_of
 from reconciler.clusters.kube import FIELD_MANAGER, ISTIO_RESOURCES, KubeClient, KubeError
 from reconciler.engine.changeset import Action, ChangeSet, ClusterResult, ObjectChange
 from reconciler.engine.normalize import (
@@ -57,23 +57,6 @@ class SyncOptions:
     cluster_filter: set[str] = field(default_factory=set)
 
 
-def sources_of(obj: dict[str, Any]) -> tuple[ObjectKey, ...]:
-    text = ((obj.get("metadata") or {}).get("annotations") or {}).get(SOURCES_ANNOTATION, "")
-    out = []
-    for ref in text.split(","):
-        ref = ref.strip()
-        if ref.count("/") >= 2:
-            out.append(ObjectKey.parse(ref))
-    return tuple(out)
-
-
-def is_ours(obj: dict[str, Any]) -> bool:
-    meta = obj.get("metadata") or {}
-    return (meta.get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE and bool(
-        (meta.get("annotations") or {}).get(SOURCES_ANNOTATION)
-    )
-
-
 def protected_policies(plan: Plan) -> set[ObjectKey]:
     """Policies whose existing objects must be kept as they are (failed to load, validate or translate)."""
     out = set(plan.policies.invalid)
@@ -81,18 +64,49 @@ def protected_policies(plan: Plan) -> set[ObjectKey]:
     return out
 
 
-def sync(plan: Plan, clients: Mapping[str, KubeClient], options: SyncOptions) -> ChangeSet:
+def prune_suspension(plan: Plan) -> str:
+    """Why pruning is off for this whole run ("" when it may run).
+
+    Like Flux and Config Sync refusing to prune after a failed build: while any error-level finding
+    exists anywhere in the repository (an unreadable file, an unknown kind in our API groups, an
+    invalid reconciler.yaml, ...), what Git *means* is uncertain, and an object that merely looks
+    unwanted may belong to the policy that failed. Creating and updating still happen; deleting waits
+    for a clean build.
+    """
+    if plan.policies.unreadable_files:
+        return "pruning suspended: these files could not be read, so their objects are unknown: " + ", ".join(
+            sorted(set(plan.policies.unreadable_files))
+        )
+    errors = [f for f in plan.findings if f.is_error]
+    if not errors:
+        return ""
+    where = sorted({f.location.file if f.location else str(f.object or "(repository)") for f in errors})
+    return (
+        f"pruning suspended: the repository has {len(errors)} error(s) (in {', '.join(where[:5])}"
+        f"{', ...' if len(where) > 5 else ''}); nothing is deleted until they are fixed"
+    )
+
+
+def _never() -> str:
+    return ""
+
+
+def sync(
+    plan: Plan,
+    clients: Mapping[str, KubeClient],
+    options: SyncOptions,
+    stop: Callable[[], str] = _never,
+) -> ChangeSet:
     """Compare (and with ``options.apply``, write) every cluster; clusters without a client (live
-    state read from a snapshot) are compared locally, without server confirmation."""
+    state read from a snapshot) are compared locally, without server confirmation.
+
+    ``stop`` is asked before every object: a non-empty answer (the Lease was lost, the worker is
+    shutting down) leaves every remaining object as it is, so no write happens after the reason.
+    """
     changes = ChangeSet(dry_run=not options.apply or options.dry_run)
     protected = protected_policies(plan)
     unreachable = {n for n, s in plan.inventory.clusters.items() if not s.reachable}
-    suspended = (
-        "pruning suspended: these files could not be read, so their objects are unknown: "
-        + ", ".join(sorted(set(plan.policies.unreadable_files)))
-        if plan.policies.unreadable_files
-        else ""
-    )
+    suspended = prune_suspension(plan)
     names = sorted(
         n for n in plan.inventory.clusters if not options.cluster_filter or n in options.cluster_filter
     )
@@ -104,7 +118,9 @@ def sync(plan: Plan, clients: Mapping[str, KubeClient], options: SyncOptions) ->
     def one(name: str) -> ClusterResult:
         state = plan.inventory.clusters[name]
         desired = plan.translation.objects.get(name, [])
-        worker = _ClusterSync(state, desired, clients.get(name), options, protected, unreachable, suspended)
+        worker = _ClusterSync(
+            state, desired, clients.get(name), options, protected, unreachable, suspended, stop
+        )
         try:
             return worker.run()
         except KubeError as exc:  # the cluster went away mid-run
@@ -136,6 +152,7 @@ class _ClusterSync:
         protected: set[ObjectKey],
         unreachable: set[str],
         suspended: str,
+        stop: Callable[[], str] = _never,
     ) -> None:
         self.state = state
         self.desired = desired
@@ -144,6 +161,7 @@ class _ClusterSync:
         self.protected = protected
         self.unreachable = unreachable
         self.suspended = suspended
+        self.stop = stop
         self.result = ClusterResult(state.name)
 
     # -- helpers -----------------------------------------------------------------------------------
@@ -165,68 +183,88 @@ class _ClusterSync:
         return change
 
     def run(self) -> ClusterResult:
-        live = {
-            (o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o
-            for o in self.state.managed
-        }
-        for d in self.desired:
-            self._desired(d, live.pop((d.kind, d.namespace, d.name), None))
-        self._prune(live)
+        live = {_key(o): o for o in self.state.managed}
+        claimed = {_key(o): o for o in self.state.claimed}
+        # Hosts whose ServiceEntry/DestinationRule neither exists live nor is (or would be) written
+        # here: a route to one of them would send clients to an undefined host (503s), so a
+        # VirtualService routing there is held instead — a rollout never gets ahead of its hosts.
+        missing_hosts: set[str] = set()
+        routes: dict[str, str] = {}  # host -> a VirtualService that routes there after this run
+        rank = {k: i for i, k in enumerate(MANAGED_KINDS)}  # ServiceEntries and DestinationRules first
+        for d in sorted(self.desired, key=lambda o: rank.get(o.kind, len(rank))):
+            current = live.pop((d.kind, d.namespace, d.name), None)
+            reason = self.stop()
+            if reason:
+                self._hold(d, current, f"not written: {reason}")
+                continue
+            stranded = sorted(routed_hosts(d.body) & missing_hosts)
+            if stranded:
+                why = f"routes to {', '.join(stranded)}, whose ServiceEntry/DestinationRule is not in this cluster"
+                self._hold(d, current, why)
+                _note_routes(routes, current)
+                continue
+            change = self._desired(d, current, claimed.get((d.kind, d.namespace, d.name)))
+            if change.action in (Action.CREATE, Action.CONFIGURE, Action.UNCHANGED):
+                _note_routes(routes, d.body)
+            else:  # held, failed or conflict: what is live stays live
+                _note_routes(routes, current)
+            available = current is not None or change.action in (
+                Action.CREATE,
+                Action.CONFIGURE,
+                Action.UNCHANGED,
+            )
+            if not available:
+                missing_hosts |= defined_hosts(d.body)
+        self._prune(live, routes)
         return self.result
 
     # -- create / configure ------------------------------------------------------------------------
 
-    def _desired(self, d: DesiredObject, live: dict[str, Any] | None) -> None:
+    def _hold(self, d: DesiredObject, live: dict[str, Any] | None, why: str) -> ObjectChange:
+        """Leave the object exactly as it is: "kept as it is live" only when a live object exists."""
+        verb = "kept as it is live" if live is not None else "not created"
+        return self._change(d.body, Action.HELD, d.sources, message=f"{verb}: {why}")
+
+    def _desired(
+        self, d: DesiredObject, live: dict[str, Any] | None, claimed: dict[str, Any] | None
+    ) -> ObjectChange:
         waiting = sorted(d.depends_on & self.unreachable)
         if waiting:
-            self._change(
-                d.body,
-                Action.HELD,
-                d.sources,
-                message=f"kept as it is live: depends on unreachable cluster(s) {', '.join(waiting)}",
-            )
-            return
+            return self._hold(d, live, f"depends on unreachable cluster(s) {', '.join(waiting)}")
         if live is not None:
             bad = [k for k in sources_of(live) if k in self.protected]
             if bad:
-                self._change(
-                    d.body,
-                    Action.HELD,
-                    d.sources,
-                    message="kept as it is live: source policy "
-                    + ", ".join(f"{k}" for k in bad)
-                    + " is invalid",
-                )
-                return
+                return self._hold(d, live, "source policy " + ", ".join(f"{k}" for k in bad) + " is invalid")
             before = comparable_live(live, declared_fields(d.body))
             if not changed_paths(before, comparable_desired(d.body)):
-                self._change(d.body, Action.UNCHANGED, d.sources)
-                return
+                return self._change(d.body, Action.UNCHANGED, d.sources)
         else:
             before = {}
         previous: list[str] = []
         adopting = False
+        if claimed is not None:
+            # Our label without our sources annotation: made (or relabelled) by hand, not by us.
+            managers = sorted({str(m.get("manager")) for m in claimed["metadata"].get("managedFields") or []})
+            if not self.options.adopt:
+                why = (
+                    "carries the label app.kubernetes.io/managed-by=mesh-reconciler but not our sources "
+                    "annotation, so it was not made by mesh-reconciler"
+                )
+                return self._not_ours(d, managers, why)
+            adopting = True
+            previous = managers
+            before = comparable_live(claimed)
         try:
-            if live is None or not self.options.apply:
+            if (live is None and not adopting) or not self.options.apply:
                 # Confirm with the server (defaults, normalisation) and detect objects that exist
                 # without our markers — never overwrite those by accident.
                 result, previous = self._dry_run_apply(d)
-                if live is None:
+                if live is None and not adopting:
                     strangers = other_managers(result)
                     if strangers:
                         if not self.options.adopt:
-                            self._change(
-                                d.body,
-                                Action.CONFLICT,
-                                d.sources,
-                                previous_managers=strangers,
-                                message=(
-                                    f"{d.kind} {d.namespace}/{d.name} already exists and is not managed by "
-                                    f"mesh-reconciler (managers: {', '.join(strangers)}); it is left alone — "
-                                    "rename the policy's object or rerun with --adopt to take it over"
-                                ),
-                            )
-                            return
+                            why = f"already exists and is not managed by mesh-reconciler (managers: {', '.join(strangers)})"
+                            return self._not_ours(d, strangers, why)
                         adopting = True
                         previous = sorted(set(previous) | set(strangers))
                         before = comparable_live(_strip_ours(result))
@@ -234,26 +272,23 @@ class _ClusterSync:
                 result, taken = self._apply(d, force=self.options.force or adopting)
                 previous = sorted(set(previous) | set(taken))
         except _Conflict as exc:
-            self._change(
+            return self._change(
                 d.body, Action.CONFLICT, d.sources, previous_managers=exc.managers, message=exc.message
             )
-            return
         except KubeError as exc:
-            self._change(
+            return self._change(
                 d.body, Action.FAILED, d.sources, message=f"{d.kind} {d.namespace}/{d.name}: {exc.message}"
             )
-            return
         if live is not None:
             previous = sorted(set(previous) | set(field_owners(live, declared_fields(d.body))))
         after = comparable_live(result, declared_fields(d.body))
         paths = changed_paths(before, after) if live is not None or adopting else ["(new)"]
         if live is not None and not paths:
-            self._change(
+            return self._change(
                 d.body, Action.UNCHANGED, d.sources, message="difference normalised away by the API server"
             )
-            return
         action = Action.CREATE if live is None and not adopting else Action.CONFIGURE
-        self._change(
+        return self._change(
             d.body,
             action,
             d.sources,
@@ -262,6 +297,19 @@ class _ClusterSync:
             previous_managers=previous,
             written=self.options.apply and not self.options.dry_run,
             message="adopted (was not managed by mesh-reconciler)" if adopting else "",
+        )
+
+    def _not_ours(self, d: DesiredObject, managers: list[str], why: str) -> ObjectChange:
+        """A conflict: an object at our name that we did not make is left alone unless ``--adopt``."""
+        return self._change(
+            d.body,
+            Action.CONFLICT,
+            d.sources,
+            previous_managers=managers,
+            message=(
+                f"{d.kind} {d.namespace}/{d.name} {why}; it is left alone — "
+                "rename the policy's object or rerun with --adopt to take it over"
+            ),
         )
 
     def _dry_run_apply(self, d: DesiredObject) -> tuple[dict[str, Any], list[str]]:
@@ -302,19 +350,37 @@ class _ClusterSync:
 
     # -- prune -------------------------------------------------------------------------------------
 
-    def _prune(self, leftovers: dict[tuple[str, str, str], dict[str, Any]]) -> None:
+    def _prune(
+        self, leftovers: dict[tuple[str, str, str], dict[str, Any]], routes: Mapping[str, str]
+    ) -> None:
+        """Delete what we own and no longer desire, unless a safety catch applies.
+
+        ``routes`` maps each host that a VirtualService of ours still routes to after this run to
+        that VirtualService: the ServiceEntry/DestinationRule defining such a host is kept, since
+        deleting it would turn a kept route into 503s.
+        """
         candidates: list[tuple[dict[str, Any], tuple[ObjectKey, ...]]] = []
-        for obj in leftovers.values():
-            if not is_ours(obj) or obj["kind"] not in MANAGED_KINDS:
-                continue  # label without our annotation: someone else's object, never touched
+        routes = dict(routes)
+        order = {k: i for i, k in enumerate(reversed(MANAGED_KINDS))}  # VirtualServices first
+        for obj in sorted(leftovers.values(), key=lambda o: order.get(o["kind"], -1)):
+            if not is_owned(obj) or obj["kind"] not in MANAGED_KINDS:
+                continue  # defensive: inventory only lists owned objects, and only these kinds
             sources = sources_of(obj)
             bad = [k for k in sources if k in self.protected]
+            in_use = sorted(h for h in defined_hosts(obj) if h in routes)
             if bad:
                 self._change(
                     obj,
                     Action.HELD,
                     sources,
                     message="not pruned: source policy " + ", ".join(str(k) for k in bad) + " is invalid",
+                )
+            elif in_use:
+                self._change(
+                    obj,
+                    Action.HELD,
+                    sources,
+                    message=f"not pruned: {routes[in_use[0]]} still routes to {', '.join(in_use)}",
                 )
             elif self.suspended:
                 self._change(obj, Action.HELD, sources, message=self.suspended)
@@ -324,6 +390,8 @@ class _ClusterSync:
                 )
             else:
                 candidates.append((obj, sources))
+                continue
+            _note_routes(routes, obj)  # kept as it is: a VirtualService among these still routes
         owned = len(self.state.managed)
         if (
             candidates
@@ -339,7 +407,6 @@ class _ClusterSync:
             for obj, sources in candidates:
                 self._change(obj, Action.FAILED, sources, message=message)
             return
-        order = {k: i for i, k in enumerate(reversed(MANAGED_KINDS))}  # VirtualServices first
         for obj, sources in sorted(
             candidates,
             key=lambda c: (
@@ -356,6 +423,16 @@ class _ClusterSync:
             if not self.options.apply:
                 self._change(obj, Action.PRUNE, sources, diff=diff)
                 continue
+            in_use = sorted(h for h in defined_hosts(obj) if h in routes)
+            if in_use:  # a VirtualService before it could not be deleted and still routes here
+                message = f"not pruned: {routes[in_use[0]]} still routes to {', '.join(in_use)}"
+                self._change(obj, Action.HELD, sources, message=message)
+                continue
+            reason = self.stop()
+            if reason:
+                self._change(obj, Action.HELD, sources, message=f"not pruned: {reason}")
+                _note_routes(routes, obj)
+                continue
             assert self.client is not None
             try:
                 self.client.delete(
@@ -370,6 +447,7 @@ class _ClusterSync:
                     self._change(obj, Action.PRUNE, sources, diff=diff, message="already gone")
                     continue
                 self._change(obj, Action.FAILED, sources, message=f"delete failed: {exc.message}")
+                _note_routes(routes, obj)
                 continue
             self._change(obj, Action.PRUNE, sources, diff=diff, written=not self.options.dry_run)
 
@@ -394,6 +472,47 @@ def _conflict_message(d: DesiredObject, exc: KubeError, managers: list[str]) -> 
         f"{d.kind} {d.namespace}/{d.name}: fields {', '.join(fields) or '(some)'} are owned by "
         f"{', '.join(managers) or 'another manager'}; not taken over because of --no-force"
     )
+
+
+def _key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
+    meta = obj.get("metadata") or {}
+    return (str(obj.get("kind", "")), str(meta.get("namespace", "")), str(meta.get("name", "")))
+
+
+def defined_hosts(body: Mapping[str, Any]) -> set[str]:
+    """Hosts a ServiceEntry or DestinationRule defines (what a route to them needs to exist)."""
+    spec = body.get("spec") or {}
+    if body.get("kind") == "ServiceEntry":
+        return {str(h) for h in spec.get("hosts") or []}
+    if body.get("kind") == "DestinationRule" and spec.get("host"):
+        return {str(spec["host"])}
+    return set()
+
+
+def _note_routes(routes: dict[str, str], vs: Mapping[str, Any] | None) -> None:
+    if vs is None:
+        return
+    meta = vs.get("metadata") or {}
+    for host in routed_hosts(vs):
+        routes.setdefault(host, f"VirtualService {meta.get('namespace', '')}/{meta.get('name', '')}")
+
+
+def routed_hosts(body: Mapping[str, Any]) -> set[str]:
+    """Destination hosts of a VirtualService's routes (http, tcp and tls)."""
+    if body.get("kind") != "VirtualService":
+        return set()
+    spec = body.get("spec") or {}
+    hosts = set()
+    for section in ("http", "tcp", "tls"):
+        for rule in spec.get(section) or []:
+            for route in rule.get("route") or []:
+                host = (route.get("destination") or {}).get("host")
+                if host:
+                    hosts.add(str(host))
+            mirror = (rule.get("mirror") or {}).get("host") if section == "http" else None
+            if mirror:
+                hosts.add(str(mirror))
+    return hosts
 
 
 def _strip_ours(obj: dict[str, Any]) -> dict[str, Any]:

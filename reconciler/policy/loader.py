@@ -33,6 +33,18 @@ MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_DOCUMENT_NODES = 200_000
 """Expanded YAML node budget per document; protects against alias bombs ("billion laughs")."""
 
+MAX_DOCUMENT_DEPTH = 64
+"""Deepest nesting (after expanding aliases) a document may have; a policy is about a dozen deep.
+
+Every later stage (pydantic, spec hashing, translation, deepdiff, JSON output) walks documents
+recursively. Bounding the depth once, here, keeps all of them far below Python's recursion limit,
+whether the depth comes from brackets (libyaml allows 1000) or from a chain of aliases.
+"""
+
+GLOO_API_GROUP_SUFFIX = "solo.io"
+"""API groups ending in this are ours (Gloo Mesh / Gloo Platform): an unknown kind there is a typo
+of a policy, never somebody else's object, so it is an error rather than a skipped warning."""
+
 YAML_SUFFIXES = (".yaml", ".yml")
 
 # libyaml's parser (when PyYAML was built with it) is ~10x faster and reports the same marks.
@@ -172,10 +184,19 @@ class _Document:
     line: int
     column: int
     findings: list[Finding]
+    refused: Finding | None = None
+    """Set when the document could not be turned into data at all (its file is then unreadable)."""
+    identity: ObjectKey | None = None
+    """For a refused document: who it is, if its kind and metadata could still be read."""
 
 
 def _parse_documents(text: str, rel: str) -> tuple[list[_Document], Finding | None]:
-    """Parse a multi-document YAML stream, keeping a path -> (line, column) map per document."""
+    """Parse a multi-document YAML stream, keeping a path -> (line, column) map per document.
+
+    A document that is syntactically fine but cannot become data (recursive alias, alias bomb, too
+    deep, a scalar its tag cannot hold) is returned *refused*, and the documents after it still
+    load; a syntax error ends the stream (the parser cannot resynchronise).
+    """
     loader = _SafeLoader(text)
     docs: list[_Document] = []
     try:
@@ -183,21 +204,17 @@ def _parse_documents(text: str, rel: str) -> tuple[list[_Document], Finding | No
             node = loader.get_node()
             if node is None:
                 continue
-            positions: dict[PathKey, tuple[int, int]] = {}
-            findings: list[Finding] = []
-            size = _expanded_size(node, {})
-            if size > MAX_DOCUMENT_NODES:
-                mark = node.start_mark
-                return docs, error(
-                    f"document expands to more than {MAX_DOCUMENT_NODES} YAML nodes (alias bomb?); refused",
-                    location=Location(rel, mark.line + 1, mark.column + 1),
-                    code="TooLarge",
-                )
-            _record_positions(node, (), positions, findings, rel, set())
-            data = loader.construct_document(node)
-            docs.append(
-                _Document(data, positions, node.start_mark.line + 1, node.start_mark.column + 1, findings)
-            )
+            here = (node.start_mark.line + 1, node.start_mark.column + 1)
+            refusal = _refuse_shape(node, rel)
+            if refusal is None:
+                positions: dict[PathKey, tuple[int, int]] = {}
+                findings: list[Finding] = []
+                _record_positions(node, (), positions, findings, rel, set())
+                data, refusal = _construct(loader, node, rel)
+                if refusal is None:
+                    docs.append(_Document(data, positions, *here, findings))
+                    continue
+            docs.append(_Document(None, {}, *here, [], refused=refusal, identity=_node_identity(node)))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
@@ -208,29 +225,160 @@ def _parse_documents(text: str, rel: str) -> tuple[list[_Document], Finding | No
         )
     except yaml.YAMLError as exc:
         return docs, error(f"malformed YAML: {exc}", location=Location(rel), code="MalformedYAML")
+    except RecursionError:
+        # Only PyYAML's pure-Python composer recurses per nesting level (libyaml stops at 1000 levels
+        # with a YAMLError); either way a document this deep is not a policy.
+        return docs, error(
+            f"YAML nests too deeply (more than {MAX_DOCUMENT_DEPTH} levels); refused",
+            location=Location(rel),
+            code="TooDeep",
+        )
     finally:
         loader.dispose()
     return docs, None
 
 
-def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
-    cached = memo.get(id(node))
-    if cached is not None:
-        return cached
-    memo[id(node)] = 1  # cycles (recursive aliases) count once
-    total = 1
+def _children(node: yaml.Node) -> list[tuple[yaml.Node, yaml.Node | None]]:
+    """A node's children, each with the key node it is the value of (None for keys and items)."""
     if isinstance(node, yaml.MappingNode):
+        out: list[tuple[yaml.Node, yaml.Node | None]] = []
         for k, v in node.value:
-            total += _expanded_size(k, memo) + _expanded_size(v, memo)
-            if total > MAX_DOCUMENT_NODES:
-                break
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            total += _expanded_size(item, memo)
-            if total > MAX_DOCUMENT_NODES:
-                break
-    memo[id(node)] = total
-    return total
+            out += [(k, None), (v, k)]
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [(item, None) for item in node.value]
+    return []
+
+
+def _refuse_shape(root: yaml.Node, rel: str) -> Finding | None:
+    """Refuse a document graph that is cyclic, too large or too deep once aliases are expanded.
+
+    Iterative on purpose: this is the check that makes every recursive walk after it safe, so it
+    must not recurse itself. Each node is visited once (memoised by identity), so an alias bomb
+    costs its size in the file, not its expanded size.
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    on_path = {id(root)}
+    stack: list[tuple[yaml.Node, list[tuple[yaml.Node, yaml.Node | None]], int]] = [
+        (root, _children(root), 0)
+    ]
+    while stack:
+        node, kids, i = stack[-1]
+        if i < len(kids):
+            stack[-1] = (node, kids, i + 1)
+            child, key = kids[i]
+            if id(child) in on_path:
+                return _recursive_alias(node, child, key, rel)
+            if id(child) not in size:
+                on_path.add(id(child))
+                stack.append((child, _children(child), 0))
+            continue
+        stack.pop()
+        on_path.discard(id(node))
+        size[id(node)] = min(1 + sum(size[id(c)] for c, _ in kids), MAX_DOCUMENT_NODES + 1)
+        depth[id(node)] = 1 + max((depth[id(c)] for c, _ in kids), default=0)
+        if size[id(node)] > MAX_DOCUMENT_NODES:
+            return error(
+                f"document expands to more than {MAX_DOCUMENT_NODES} YAML nodes (alias bomb?); refused",
+                location=Location(rel, root.start_mark.line + 1, root.start_mark.column + 1),
+                code="TooLarge",
+            )
+        if depth[id(node)] > MAX_DOCUMENT_DEPTH:
+            return error(
+                f"document nests more than {MAX_DOCUMENT_DEPTH} levels deep (counting aliases); refused",
+                location=Location(rel, node.start_mark.line + 1, node.start_mark.column + 1),
+                code="TooDeep",
+            )
+    return None
+
+
+def _recursive_alias(parent: yaml.Node, anchor: yaml.Node, key: yaml.Node | None, rel: str) -> Finding:
+    """The finding for an alias that refers to an anchor it is nested in (``&a {self: *a}``).
+
+    Nodes do not keep the alias's own position; the key it is the value of is on the same line in
+    any realistic file, else the enclosing collection is the closest we know.
+    """
+    at = key.start_mark if key is not None else parent.start_mark
+    where = f" (at key {key.value!r})" if isinstance(key, yaml.ScalarNode) else ""
+    return error(
+        f"recursive YAML alias (an anchor used inside itself){where}; the anchor is at line "
+        f"{anchor.start_mark.line + 1}, column {anchor.start_mark.column + 1}; refused",
+        location=Location(rel, at.line + 1, at.column + 1),
+        code="RecursiveAlias",
+    )
+
+
+def _construct(loader: yaml.SafeLoader, node: yaml.Node, rel: str) -> tuple[Any, Finding | None]:
+    """Build the document's data; a scalar its tag cannot hold becomes a finding at that scalar.
+
+    PyYAML's constructors raise plain ValueError/TypeError/AttributeError for e.g. ``2020-13-01``
+    (an implicit timestamp with month 13), ``!!int xx`` or a 5000-digit integer.
+    """
+    try:
+        return loader.construct_document(node), None
+    except yaml.MarkedYAMLError:
+        _reset_constructor(loader)
+        raise
+    except (ValueError, TypeError, AttributeError, OverflowError, KeyError) as exc:
+        _reset_constructor(loader)
+        bad, problem = _first_bad_scalar(loader, node)
+        mark = (bad or node).start_mark
+        return None, error(
+            f"cannot read value: {problem or exc}",
+            location=Location(rel, mark.line + 1, mark.column + 1),
+            code="BadValue",
+        )
+
+
+def _reset_constructor(loader: yaml.SafeLoader) -> None:
+    # construct_document resets this state only when it succeeds; stale entries would make the next
+    # document's nodes look "recursive" or reuse objects from this one.
+    loader.constructed_objects = {}
+    loader.recursive_objects = {}
+    loader.state_generators = []
+    loader.deep_construct = False
+
+
+def _first_bad_scalar(loader: yaml.SafeLoader, root: yaml.Node) -> tuple[yaml.Node | None, str]:
+    """The first scalar (in document order) that its constructor rejects, with the reason."""
+    todo: list[yaml.Node] = [root]
+    seen: set[int] = set()
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                loader.construct_object(node, deep=True)
+            except Exception as exc:  # any constructor failure is the answer here
+                _reset_constructor(loader)
+                return node, str(exc) or type(exc).__name__
+        todo.extend(reversed([c for c, _ in _children(node)]))
+    _reset_constructor(loader)
+    return None, ""
+
+
+def _node_identity(node: yaml.Node) -> ObjectKey | None:
+    """kind/namespace/name read straight from the node graph, for a document that cannot be data."""
+    top = _scalar_fields(node)
+    meta = next((v for k, v in _mapping_items(node) if k == "metadata"), None)
+    fields = _scalar_fields(meta) if meta is not None else {}
+    kind, name = top.get("kind"), fields.get("name")
+    if not kind or name is None:
+        return None
+    return ObjectKey(kind, fields.get("namespace", "default"), name)
+
+
+def _mapping_items(node: yaml.Node) -> list[tuple[str, yaml.Node]]:
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    return [(k.value, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)]
+
+
+def _scalar_fields(node: yaml.Node) -> dict[str, str]:
+    return {k: v.value for k, v in _mapping_items(node) if isinstance(v, yaml.ScalarNode)}
 
 
 def _record_positions(
@@ -453,14 +601,27 @@ def _load_document(
     doc: _Document, rel: str, result: PolicySet, first_seen: dict[ObjectKey, Location]
 ) -> None:
     here = Location(rel, doc.line, doc.column)
+    if doc.refused is not None:
+        _refused_document(doc, rel, result)
+        return
     data = doc.data
     if data is None:
         return  # empty document (e.g. a trailing '---')
     if isinstance(data, dict) and data.get("kind") == "List" and isinstance(data.get("items"), list):
+        # Findings made while parsing (duplicate keys) belong to the item they are in: they make that
+        # item invalid exactly as in a document of its own. The rest concern the List itself.
+        claimed: set[int] = set()
         for i, item in enumerate(data["items"]):
             sub = {p[2:]: v for p, v in doc.positions.items() if p[:2] == ("items", i)}
             line, col = doc.positions.get(("items", i), (doc.line, doc.column))
-            _load_document(_Document(item, sub, line, col, []), rel, result, first_seen)
+            prefix = f"items[{i}]"
+            own = []
+            for n, f in enumerate(doc.findings):
+                if f.field.startswith((prefix + ".", prefix + "[")):
+                    own.append(dataclasses.replace(f, field=f.field[len(prefix) :].lstrip(".")))
+                    claimed.add(n)
+            _load_document(_Document(item, sub, line, col, own), rel, result, first_seen)
+        result.findings.extend(f for n, f in enumerate(doc.findings) if n not in claimed)
         return
     if not isinstance(data, dict):
         what = "a list" if isinstance(data, list) else f"a {type(data).__name__} scalar"
@@ -486,13 +647,7 @@ def _load_document(
         return
     model = POLICY_KINDS.get(kind)
     if model is None:
-        result.findings.append(
-            warning(
-                f"unknown kind {data['apiVersion']}/{kind}; skipped (understood: {', '.join(POLICY_KINDS)})",
-                location=here,
-                code="UnknownKind",
-            )
-        )
+        _unknown_kind(data, kind, doc, here, rel, result)
         return
     key = _identity(data)
     if key is not None:
@@ -540,4 +695,79 @@ def _load_document(
     assert isinstance(obj, PolicyObject)
     result.policies.append(
         LoadedPolicy(obj=obj, location=here, spec_hash=spec_hash(data.get("spec")), positions=doc.positions)  # type: ignore[arg-type]
+    )
+
+
+def _refused_document(doc: _Document, rel: str, result: PolicySet) -> None:
+    """A document that never became data: report it, and keep what it may have produced."""
+    assert doc.refused is not None
+    key = doc.identity
+    result.findings.append(dataclasses.replace(doc.refused, object=key))
+    # Its content is unknown, so nothing it produced may be pruned: the file counts as unreadable,
+    # and when the document still says which policy it is, that policy's objects are held too.
+    result.unreadable_files.append(rel)
+    if key is not None and key.kind in POLICY_KINDS:
+        result.invalid.setdefault(key, Location(rel, doc.line, doc.column))
+
+
+def _is_our_api_group(api_version: str) -> bool:
+    group = api_version.rpartition("/")[0] if "/" in api_version else ""
+    return group == GLOO_API_GROUP_SUFFIX or group.endswith("." + GLOO_API_GROUP_SUFFIX)
+
+
+def guess_kind(kind: str) -> tuple[str | None, bool]:
+    """The policy kind ``kind`` is most likely a typo of, and whether that guess is unambiguous.
+
+    Compared case-insensitively (``virtualdestination`` is an obvious VirtualDestination). The guess
+    is unambiguous when it is close (ratio >= 0.8) and clearly closer than any other kind, so that
+    holding the guessed policy's objects protects the right ones.
+    """
+    scores = sorted(
+        ((difflib.SequenceMatcher(None, kind.lower(), k.lower()).ratio(), k) for k in POLICY_KINDS),
+        reverse=True,
+    )
+    if not scores or scores[0][0] < 0.6:
+        return None, False
+    best, name = scores[0]
+    runner_up = scores[1][0] if len(scores) > 1 else 0.0
+    return name, best >= 0.8 and best - runner_up >= 0.15
+
+
+def _unknown_kind(
+    data: dict[str, Any], kind: str, doc: _Document, here: Location, rel: str, result: PolicySet
+) -> None:
+    api_version = data["apiVersion"]
+    understood = ", ".join(POLICY_KINDS)
+    if not _is_our_api_group(api_version):
+        # Somebody else's object (a ConfigMap, a CI file): not ours to judge.
+        result.findings.append(
+            warning(
+                f"unknown kind {api_version}/{kind}; skipped (understood: {understood})",
+                location=here,
+                code="UnknownKind",
+            )
+        )
+        return
+    # In a Gloo Mesh API group an unknown kind is almost surely a typo of a policy. As a warning the
+    # policy would silently vanish and its Istio objects be pruned, so it is an error.
+    at = _locate(doc.positions, ("kind",), here)
+    written = _identity(data)
+    guess, unambiguous = guess_kind(kind)
+    key = written
+    if written is not None and guess is not None and unambiguous:
+        key = ObjectKey(guess, written.namespace, written.name)
+        result.invalid.setdefault(key, at)
+        result.spec_hashes.setdefault(key, spec_hash(data.get("spec")))
+    # Which policy this really is stays a guess: callers must treat the file as not fully understood.
+    result.unreadable_files.append(rel)
+    hint = f" (did you mean {guess!r}?)" if guess is not None else ""
+    result.findings.append(
+        error(
+            f"unknown kind {kind!r}{hint} in Gloo Mesh apiVersion {api_version}; refused, because a "
+            f"policy the reconciler cannot read would silently stop being applied (understood: {understood})",
+            location=at,
+            object=key,
+            field="kind",
+            code="UnknownKind",
+        )
     )

@@ -22,7 +22,7 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
-from reconciler.clusters.inventory import Inventory
+from reconciler.clusters.inventory import ISTIO_CRDS_MISSING, Inventory
 from reconciler.engine.changeset import Action, ChangeSet, ObjectChange
 from reconciler.findings import Finding, ObjectKey
 from reconciler.policy.loader import PolicySet
@@ -140,7 +140,8 @@ def _cluster_entry(
     )
     problems: list[str] = []
     if cluster in unreachable:
-        problems.append(f"cluster unreachable: {unreachable[cluster]}")
+        reason = unreachable[cluster]
+        problems.append(reason if reason.startswith(ISTIO_CRDS_MISSING) else f"cluster unreachable: {reason}")
     for change in sorted(entries, key=lambda c: (c.kind, c.namespace, c.name)):
         if change.action.is_error:
             problems.append(f"{_object_label(change)}: {change.message or change.action.value}")

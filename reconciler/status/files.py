@@ -1,5 +1,8 @@
 """Status reports on disk: ``<status_path>/<Kind>/<namespace>/<name>.yaml`` plus a README table.
 
+Each path segment is the percent-encoded name, or — only when that would not fit in a file name — a
+readable prefix plus a hash; such a report is identified by its content when read back.
+
 Files are written only when their bytes change and reports of deleted policies are removed, so the
 status directory always mirrors the repository and a run that changed nothing leaves the worktree
 clean (no commit). Reading is forgiving: the status directory sits in a repository people edit, and
@@ -8,6 +11,7 @@ a broken or foreign file there must never stop a reconcile — it is ignored (an
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import urllib.parse
@@ -42,23 +46,90 @@ def _status_root(root: Path, status_path: str) -> Path:
     return status_root
 
 
+MAX_SEGMENT_BYTES = 250
+"""Longest path segment written as is: with ``.yaml`` it fills the 255-byte file-name limit of
+ext4, XFS, btrfs, APFS and NTFS. Every name that could be written before keeps its path exactly."""
+
+HASHED_PREFIX_BYTES = 180
+"""Readable prefix kept from a segment that is too long; a hash of the whole value follows it."""
+
+HASH_MARK = "+"
+"""Separates the prefix from the hash. ``quote(..., safe="")`` always escapes ``+``, so it appears
+in no plain segment: a file name containing it is certainly a hashed one."""
+
+
+def _quote(value: str) -> str:
+    # surrogatepass: a name read from a broken file may hold a lone surrogate ("\ud800" escape);
+    # it must still get a path (strict UTF-8 would raise and stop the whole status write).
+    return urllib.parse.quote(value, safe="", errors="surrogatepass")
+
+
 def _segment(value: str) -> str:
-    """A name as one safe path segment (policy names from broken files may hold ``/`` or ``..``)."""
-    encoded = urllib.parse.quote(value, safe="")
+    """A name as one safe path segment (policy names from broken files may hold ``/`` or ``..``).
+
+    Percent-encoded, so the path reads back to the name; when that is longer than
+    :data:`MAX_SEGMENT_BYTES` (a legal 253-character name, or a non-ASCII name, which encoding
+    triples), a readable prefix plus a hash of the whole value, so distinct names stay distinct.
+    """
+    encoded = _quote(value)
     if not encoded:
         return "%00"
     if encoded.startswith("."):
         encoded = "%2E" + encoded[1:]
-    return encoded
+    if len(encoded) <= MAX_SEGMENT_BYTES:
+        return encoded
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return _truncate_encoded(encoded, HASHED_PREFIX_BYTES) + HASH_MARK + digest
+
+
+def _truncate_encoded(encoded: str, limit: int) -> str:
+    """At most ``limit`` characters of a percent-encoded string, never cutting an ``%XX`` escape."""
+    cut = encoded[:limit]
+    tail = cut.rfind("%")
+    if tail != -1 and tail > len(cut) - 3:
+        cut = cut[:tail]
+    return cut
+
+
+def _is_hashed(segment: str) -> bool:
+    return HASH_MARK in segment
 
 
 def _unsegment(value: str) -> str:
-    return "" if value == "%00" else urllib.parse.unquote(value)
+    if value == "%00":
+        return ""
+    try:
+        return urllib.parse.unquote(value, errors="surrogatepass")
+    except UnicodeDecodeError:  # not UTF-8 once decoded: not a file we wrote; read it leniently
+        return urllib.parse.unquote(value)
 
 
 def status_file(key: ObjectKey) -> str:
     """Path of a policy's report relative to the status directory."""
     return f"{_segment(key.kind)}/{_segment(key.namespace)}/{_segment(key.name)}.yaml"
+
+
+def _key_of(path: Path, status_root: Path, data: dict[str, Any]) -> ObjectKey | None:
+    """Which policy a report file belongs to; None when the file is not one of ours.
+
+    A plain path reads back to the identity exactly (as it always has). A hashed path cannot be
+    reversed, so the identity comes from the report itself (``kind`` and ``metadata``, which every
+    report carries) and counts only if it leads back to this very path.
+    """
+    segments = [path.parent.parent.name, path.parent.name, path.name.rsplit(".", 1)[0]]
+    if not any(_is_hashed(s) for s in segments):
+        return ObjectKey(*(_unsegment(s) for s in segments))
+    meta = data.get("metadata")
+    kind = data.get("kind")
+    if not isinstance(kind, str) or not isinstance(meta, dict):
+        return None
+    name, namespace = meta.get("name"), meta.get("namespace")
+    if not isinstance(name, str) or not isinstance(namespace, str):
+        return None
+    key = ObjectKey(kind, namespace, name)
+    if path.relative_to(status_root).as_posix() != status_file(key):
+        return None
+    return key
 
 
 def render_doc(doc: StatusDoc) -> str:
@@ -92,10 +163,9 @@ def read_status_dir(root: Path, status_path: str) -> dict[ObjectKey, StatusDoc]:
             continue
         if not isinstance(data, dict) or not isinstance(data.get("status"), dict):
             continue
-        kind = _unsegment(path.parent.parent.name)
-        namespace = _unsegment(path.parent.name)
-        name = _unsegment(path.name.rsplit(".", 1)[0])
-        out[ObjectKey(kind, namespace, name)] = data
+        key = _key_of(path, status_root, data)
+        if key is not None:
+            out[key] = data
     return out
 
 

@@ -7,23 +7,34 @@ DestinationRule field X come from".
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.clusters.inventory import MANAGED_BY_LABEL, MANAGED_BY_VALUE, SOURCES_ANNOTATION, Inventory
-from reconciler.findings import ObjectKey
+from reconciler.findings import ObjectKey, error
 from reconciler.policy.loader import PolicySet
 from reconciler.policy.model import VirtualDestination, VirtualMesh
+from reconciler.tenancy import DEFAULT_TENANCY, Tenancy
 from reconciler.translate.names import NameAllocator, allocate_virtual_ips
 from reconciler.translate.result import DesiredObject, PolicyOutcome, SelectedDestination, Translation
 from reconciler.translate.traffic_policy import translate_traffic_policies
 from reconciler.translate.virtual_destination import translate_virtual_destinations
 
-__all__ = ["DesiredObject", "PolicyOutcome", "SelectedDestination", "Translation", "translate"]
+__all__ = [
+    "TENANCY_VIOLATION",
+    "DesiredObject",
+    "PolicyOutcome",
+    "SelectedDestination",
+    "Translation",
+    "translate",
+]
 
 MANAGED_KINDS = ("ServiceEntry", "DestinationRule", "VirtualService")
 """Istio kinds (networking.istio.io/v1) this reconciler writes, in apply order."""
+
+TENANCY_VIOLATION = "NamespaceNotAllowed"
+"""Finding code of a policy that would write outside its reconciler.yaml tenancy boundaries."""
 
 
 @dataclass
@@ -49,23 +60,56 @@ def translate(
     *,
     configured_clusters: Iterable[str] | None = None,
     cluster_domain: str = "cluster.local",
+    tenancy: Tenancy = DEFAULT_TENANCY,
 ) -> Translation:
     """Translate valid policies against the discovered clusters.
 
     ``configured_clusters`` are all clusters of this run, reachable or not (defaults to the
     inventory's); a policy whose output depends on an unreachable one is rendered from what is known
     and marked so the engine holds it rather than changing live objects on partial information.
+
+    ``tenancy`` bounds the namespaces each policy may write into (by the policy's own namespace; the
+    default refuses only the protected system namespaces). A policy that would write one object
+    outside its boundaries is invalid as a whole and contributes nothing, like any invalid policy.
     """
+    configured = set(configured_clusters) if configured_clusters is not None else set(inventory.clusters)
+    # Only rendering tells where a policy writes (selected services' namespaces, the mesh's
+    # namespace), so check the rendered objects. A violator is then translated *out* rather than its
+    # objects dropped afterwards: objects are shared (one VirtualService per service merges every
+    # TrafficPolicy for it, first in namespace/name order winning a field), and only a run without it
+    # gives the others exactly what they would get had it never been written -- no field it won, no
+    # conflict it caused, no name it took. Excluding one cannot send another policy into a new
+    # namespace today, but repeating until nothing new is found keeps that true by construction.
+    excluded: dict[ObjectKey, PolicyOutcome] = {}
+    while True:
+        out = _translate_once(policies, inventory, configured, cluster_domain, excluded)
+        found = _tenancy_violations(out, tenancy, policies)
+        if not found:
+            break
+        excluded.update(found)
+    out.outcomes.update(excluded)
+    return out
+
+
+def _translate_once(
+    policies: PolicySet,
+    inventory: Inventory,
+    configured: set[str],
+    cluster_domain: str,
+    excluded: Mapping[ObjectKey, PolicyOutcome],
+) -> Translation:
     out = Translation()
     ctx = _Context(cluster_domain=cluster_domain)
-    configured = set(configured_clusters) if configured_clusters is not None else set(inventory.clusters)
     for p in policies.policies:
         out.outcome(p.key)
 
     meshes = {p.key: p.obj for p in policies.by_kind("VirtualMesh") if isinstance(p.obj, VirtualMesh)}
-    vd_policies = policies.by_kind("VirtualDestination")
+    all_vds = policies.by_kind("VirtualDestination")
+    vd_policies = [p for p in all_vds if p.key not in excluded]
+    # Addresses over every VirtualDestination, excluded and invalid ones included, so one becoming
+    # invalid never moves another's virtual IP.
     addresses = allocate_virtual_ips(
-        [p.key for p in vd_policies] + [k for k in policies.invalid if k.kind == "VirtualDestination"]
+        [p.key for p in all_vds] + [k for k in policies.invalid if k.kind == "VirtualDestination"]
     )
     translate_virtual_destinations(vd_policies, meshes, inventory, configured, addresses, ctx, out)
 
@@ -74,7 +118,8 @@ def translate(
         for p in vd_policies
         if isinstance(p.obj, VirtualDestination) and not out.outcome(p.key).blocking
     }
-    translate_traffic_policies(policies.by_kind("TrafficPolicy"), valid_vds, inventory, configured, ctx, out)
+    tps = [p for p in policies.by_kind("TrafficPolicy") if p.key not in excluded]
+    translate_traffic_policies(tps, valid_vds, inventory, configured, ctx, out)
 
     for key, outcome in out.outcomes.items():
         if outcome.blocking:
@@ -82,6 +127,48 @@ def translate(
     for cluster in out.objects:
         out.objects[cluster].sort(key=lambda o: (MANAGED_KINDS.index(o.kind), o.namespace, o.name))
     return out
+
+
+def _tenancy_violations(
+    out: Translation, tenancy: Tenancy, policies: PolicySet
+) -> dict[ObjectKey, PolicyOutcome]:
+    """Policies with an object outside their namespace boundaries: their outcome, made invalid.
+
+    The outcome keeps what translation found (targets, selected services, warnings) so the status
+    still says where the policy points; its objects are cleared because none of them is written.
+    """
+    verdicts: dict[tuple[str, str], str | None] = {}
+    denied: dict[ObjectKey, dict[str, list[DesiredObject]]] = {}
+    for obj in out.all_objects():
+        for key in obj.sources:
+            pair = (key.namespace, obj.namespace)
+            if pair not in verdicts:
+                verdicts[pair] = tenancy.check(*pair)
+            if verdicts[pair] is not None:
+                denied.setdefault(key, {}).setdefault(obj.namespace, []).append(obj)
+    if not denied:
+        return {}
+    located = {p.key: p for p in policies.policies if p.key in denied}
+    found: dict[ObjectKey, PolicyOutcome] = {}
+    for key in sorted(denied):
+        outcome = out.outcome(key)
+        outcome.objects.clear()
+        policy = located.get(key)
+        for namespace in sorted(denied[key]):
+            objs = sorted(denied[key][namespace], key=lambda o: o.ref)
+            first = objs[0]
+            more = f" (and {len(objs) - 1} more there)" if len(objs) > 1 else ""
+            outcome.findings.append(
+                error(
+                    f"would write {first.kind} {first.namespace}/{first.name} in cluster {first.cluster}{more}: "
+                    f"{verdicts[(key.namespace, namespace)]}",
+                    location=policy.location if policy is not None else None,
+                    object=key,
+                    code=TENANCY_VIOLATION,
+                )
+            )
+        found[key] = outcome
+    return found
 
 
 def _drop_objects_of(key: ObjectKey, out: Translation) -> None:

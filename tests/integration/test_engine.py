@@ -373,20 +373,17 @@ def test_lease_held_by_another_run_and_stale_lease_taken_over(
         other = RunLease(plan.discovery.clients["mgmt-cluster"], identity="other-run", duration=60)
         other.acquire()
         with pytest.raises(LeaseHeld, match="other-run"):
-            run_pass(
-                repo, two_clusters, SyncOptions(apply=True), LeaseSettings(cluster="mgmt-cluster"), plan=plan
-            )
+            run_pass(repo, two_clusters, SyncOptions(apply=True), LeaseSettings(cluster="mgmt-cluster"))
         # a dry run takes no lock
-        run_pass(repo, two_clusters, SyncOptions(apply=True, dry_run=True), plan=plan)
+        run_pass(repo, two_clusters, SyncOptions(apply=True, dry_run=True)).plan.close()
         stale = RunLease(plan.discovery.clients["mgmt-cluster"], identity="crashed-run", duration=1)
         other.release()
         stale.acquire()  # never released: the holder "crashed"
         import time
 
         time.sleep(2.1)
-        result = run_pass(
-            repo, two_clusters, SyncOptions(apply=True), LeaseSettings(cluster="mgmt-cluster"), plan=plan
-        )
+        result = run_pass(repo, two_clusters, SyncOptions(apply=True), LeaseSettings(cluster="mgmt-cluster"))
+        result.plan.close()
         assert actions(result.changes) == {"created": 5}
     finally:
         plan.close()
