@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: venv assets lint test demo clean
+.PHONY: venv assets lint test demo bench clean
 
 $(BIN)/reconciler: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ test: venv assets lint
 
 demo: venv assets
 	$(BIN)/python tools/demo.py $(DEMO_ARGS)
+
+# Side-by-side benchmark on 3 local clusters: reconciler vs kubectl vs the bare API calls (not in
+# `make test`; a few minutes). E.g. `make bench BENCH_K=1000 BENCH_ARGS="--repeat 3 --json bench.json"`.
+BENCH_K ?= 100
+bench: venv assets
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/python benchmarks/bench_clusters.py --k $(BENCH_K) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

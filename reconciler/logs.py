@@ -16,19 +16,6 @@ from typing import Any
 from reconciler.clusters.inventory import unavailable
 from reconciler.engine.changeset import Action, ChangeSet
 
-_FIELDS = (
-    "cluster",
-    "kind",
-    "namespace",
-    "name",
-    "action",
-    "message",
-    "commit",
-    "state",
-    "seconds",
-    "counts",
-)
-
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -89,9 +76,9 @@ def log_changes(changes: ChangeSet, logger: logging.Logger | None = None) -> Non
                 "cluster": name,
                 "kind": c.kind,
                 "namespace": c.namespace,
-                "object": c.name,
+                "name": c.name,
                 "action": c.action.value,
-                "detail": c.message,
+                "message": c.message,
             }
             suffix = f": {c.message}" if c.message else ""
             log.log(

@@ -1,27 +1,47 @@
-"""Human and machine output shared by every command (rich for people, JSON/YAML for tools)."""
+"""Everything the commands print: rich for people on stdout/stderr, JSON/YAML for tools.
+
+Commands decide *what* to say and the exit code; this module is the only one that writes to stdout
+or stderr (besides logging). Errors are one line, ``error: ...``, on stderr.
+"""
 
 from __future__ import annotations
 
 import enum
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
 from rich.markup import escape
 
+from reconciler.clusters.inventory import Inventory, unavailable
+from reconciler.dataplane.envoy import header_comment
+from reconciler.engine.changeset import Action, ChangeSet
 from reconciler.findings import Finding, Severity
+from reconciler.yamlio import to_yaml, to_yaml_stream
+
+__all__ = ["to_yaml", "to_yaml_stream"]  # re-exported for the commands' printing
 
 if TYPE_CHECKING:
-    from reconciler.explain import Explanation
+    from reconciler.dataplane.explain import Explanation
+    from reconciler.policy import PolicySet
+    from reconciler.reconcile import ReconcileOutcome
 
 
 class OutputFormat(enum.StrEnum):
     TEXT = "text"
     JSON = "json"
     YAML = "yaml"
+
+
+class BootstrapFormat(enum.StrEnum):
+    """``envoy-config -o``: an Envoy bootstrap is YAML or JSON, never a text report."""
+
+    YAML = "yaml"
+    JSON = "json"
 
 
 def stdout_console() -> Console:
@@ -32,40 +52,38 @@ def stderr_console() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
 def dump_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    _write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
-class _Dumper(yaml.SafeDumper):
-    pass
+def print_document(data: Any, fmt: OutputFormat) -> None:
+    """A machine-readable document: JSON for ``-o json``, YAML otherwise."""
+    if fmt is OutputFormat.JSON:
+        dump_json(data)
+    else:
+        _write(to_yaml(data))
 
 
-def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
-    if "\n" in data:
-        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data)
+def print_error(message: str) -> None:
+    """The one line an expected failure prints (the command then exits 2, or 1 when degraded)."""
+    stderr_console().print(f"error: {message}", markup=False)
 
 
-_Dumper.add_representer(str, _str_representer)
+def print_version(version: str) -> None:
+    _write(f"reconciler {version}\n")
 
 
-def to_yaml(data: Any) -> str:
-    """Deterministic YAML (sorted keys, block style) so the same input is byte-identical output."""
-    return yaml.dump(
-        data, Dumper=_Dumper, sort_keys=True, default_flow_style=False, allow_unicode=True, width=100
-    )
+def print_written(path: Path, objects: int | None = None) -> None:
+    stdout_console().print(f"wrote {path}" + (f" ({objects} objects)" if objects is not None else ""))
 
 
-def to_yaml_stream(docs: Iterable[Any]) -> str:
-    return yaml.dump_all(
-        docs,
-        Dumper=_Dumper,
-        sort_keys=True,
-        default_flow_style=False,
-        allow_unicode=True,
-        width=100,
-        explicit_start=True,
-    )
+# --------------------------------------------------------------------------------------------------
+# findings and clusters
 
 
 def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
@@ -84,8 +102,86 @@ def print_findings(console: Console, findings: Iterable[Finding]) -> None:
         )
 
 
+def print_cluster_problems(inventory: Inventory) -> int:
+    """Unreachable clusters and cluster notes, on stderr; returns how many clusters failed."""
+    err = stderr_console()
+    failed = 0
+    for name, state in sorted(inventory.clusters.items()):
+        if state.error:
+            failed += 1
+            err.print(f"error: {unavailable(name, state.error)} (context {state.context})", markup=False)
+        for note in state.notes:
+            err.print(f"warning: cluster {name}: {note}", markup=False)
+    return failed
+
+
+# --------------------------------------------------------------------------------------------------
+# validate / render
+
+
+def print_validation(policies: PolicySet, findings: Sequence[Finding], fmt: OutputFormat) -> None:
+    """``validate``: every finding and a one-line verdict, or the whole report as JSON/YAML."""
+    errors = [f for f in findings if f.is_error]
+    warnings = [f for f in findings if not f.is_error]
+    if fmt is OutputFormat.TEXT:
+        out = stdout_console()
+        print_findings(out, findings)
+        by_kind: dict[str, int] = {}
+        for p in policies.policies:
+            by_kind[p.obj.kind] = by_kind.get(p.obj.kind, 0) + 1
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(by_kind.items())) or "no policies"
+        verdict = "valid" if not errors else "INVALID"
+        out.print(
+            f"{verdict}: {counts} valid; {len(policies.invalid)} invalid; "
+            f"{len(errors)} error(s), {len(warnings)} warning(s)"
+        )
+        return
+    report = {
+        "valid": not errors,
+        "policies": [
+            {
+                "kind": p.obj.kind,
+                "namespace": p.obj.namespace,
+                "name": p.obj.name,
+                "file": p.location.file,
+                "line": p.location.line,
+            }
+            for p in sorted(policies.policies, key=lambda p: p.key)
+        ],
+        "invalid": [
+            {"kind": k.kind, "namespace": k.namespace, "name": k.name, "file": loc.file, "line": loc.line}
+            for k, loc in sorted(policies.invalid.items())
+        ],
+        "findings": [f.to_dict() for f in sort_findings(findings)],
+    }
+    print_document(report, fmt)
+
+
+def print_rendered(groups: Mapping[str, Sequence[Mapping[str, Any]]], fmt: OutputFormat) -> None:
+    """``render``: the objects of each cluster, as a YAML stream per cluster (or one JSON document)."""
+    if fmt is OutputFormat.JSON:
+        dump_json({"clusters": groups})
+        return
+    chunks = []
+    for name, bodies in groups.items():
+        chunks.append(f"# ---- cluster: {name} ({len(bodies)} objects)\n")
+        chunks.append(to_yaml_stream(bodies) if bodies else "")
+    _write("".join(chunks))
+
+
+# --------------------------------------------------------------------------------------------------
+# explain / envoy-config
+
+
+def print_explain(result: Explanation, failed: Sequence[str], fmt: OutputFormat) -> None:
+    if fmt is OutputFormat.TEXT:
+        print_explanation(stdout_console(), result, failed)
+    else:
+        print_document(result.to_dict(), fmt)
+
+
 def print_explanation(console: Console, result: Explanation, failed: Iterable[str]) -> None:
-    """Human view of :class:`reconciler.explain.Explanation`: one block per priority level."""
+    """Human view of :class:`reconciler.dataplane.explain.Explanation`: one block per priority level."""
     vd = result.virtual_destination
     failed = list(failed)
     console.print(
@@ -122,3 +218,92 @@ def print_explanation(console: Console, result: Explanation, failed: Iterable[st
             )
     if result.shares and sum(result.shares) == 0:
         console.print("[red]every endpoint is ejected: clients get 503 (no healthy upstream)[/red]")
+
+
+def print_bootstrap(result: Explanation, bootstrap: Mapping[str, Any], fmt: BootstrapFormat) -> None:
+    """``envoy-config``: the bootstrap as JSON, or as YAML under a comment saying what it is."""
+    if fmt is BootstrapFormat.JSON:
+        dump_json(bootstrap)
+    else:
+        text = yaml.safe_dump(dict(bootstrap), sort_keys=False, default_flow_style=False, width=100)
+        _write(header_comment(result) + text)
+
+
+# --------------------------------------------------------------------------------------------------
+# diff / reconcile
+
+_ACTIONS = ("created", "configured", "pruned", "unchanged", "held", "conflict", "failed")
+
+
+def print_changeset(console: Console, changes: ChangeSet, *, show_diff: bool = True) -> None:
+    """kubectl/flux-style human view: per cluster, per object, a coloured unified diff and counts."""
+    styles = {"+": "green", "-": "red", "@": "cyan"}
+    for name in sorted(changes.clusters):
+        result = changes.clusters[name]
+        if not result.reachable:
+            console.print(
+                f"[bold]cluster {escape(name)}[/bold]: [red]unreachable[/red]: {escape(result.error or '')}"
+            )
+            continue
+        counts = result.counts()
+        summary = (
+            ", ".join(f"{Action(a).symbol} {counts[a]} {a}" for a in _ACTIONS if counts[a]) or "no objects"
+        )
+        console.print(f"[bold]cluster {escape(name)}[/bold]: {summary}")
+        for change in result.changes:
+            if change.action is Action.UNCHANGED:
+                continue
+            colour = {"created": "green", "configured": "yellow", "pruned": "red"}.get(
+                change.action.value, "magenta"
+            )
+            line = f"  [{colour}]{change.action.symbol} {change.action.value}[/{colour}] {escape(change.ref)}"
+            if change.changed_paths:
+                line += escape(f"  ({', '.join(change.changed_paths)})")
+            console.print(line)
+            if change.message:
+                console.print(f"      {escape(change.message)}")
+            if change.previous_managers and change.action.is_difference:
+                console.print(f"      fields taken over from: {escape(', '.join(change.previous_managers))}")
+            if show_diff and change.diff:
+                for text in change.diff.splitlines():
+                    style = styles.get(text[:1]) if not text.startswith(("+++", "---")) else "bold"
+                    console.print(
+                        f"      [{style}]{escape(text)}[/{style}]" if style else f"      {escape(text)}"
+                    )
+        for note in result.notes:
+            console.print(f"  [red]{escape(note)}[/red]")
+    total = changes.counts()
+    console.print(
+        "total: " + ", ".join(f"{total[a]} {a}" for a in _ACTIONS) + (" (dry run)" if changes.dry_run else "")
+    )
+
+
+def print_diff(changes: ChangeSet, fmt: OutputFormat) -> None:
+    """``diff``: the change set for people (``-o text``), else as JSON."""
+    if fmt is OutputFormat.TEXT:
+        print_changeset(stdout_console(), changes)
+    else:
+        dump_json(changes.to_dict())
+
+
+def print_reconcile(outcome: ReconcileOutcome, fmt: OutputFormat) -> None:
+    """``reconcile``: the change set and what happened to the status (nothing when no pass ran)."""
+    if outcome.result is None:
+        return
+    checkout = outcome.checkout
+    if fmt is OutputFormat.JSON:
+        payload = outcome.result.changes.to_dict()
+        payload["commit"] = checkout.sha if checkout else None
+        payload["policyCommit"] = checkout.policy_commit if checkout else None
+        payload["statusCommit"] = outcome.status_commit
+        payload["exitCode"] = outcome.exit_code
+        dump_json(payload)
+        return
+    out = stdout_console()
+    print_changeset(out, outcome.result.changes)
+    if outcome.status_commit:
+        out.print(f"status committed: {outcome.status_commit[:12]}")
+    elif outcome.status_changed:
+        out.print(f"status written to {checkout.path if checkout else '?'} (not committed)")
+    else:
+        out.print("status unchanged: no commit")

@@ -15,6 +15,7 @@ from reconciler.clusters.inventory import Inventory
 from reconciler.clusters.kube import KubeClient
 from reconciler.clusters.snapshot import read_snapshot
 from reconciler.clusters.targets import ClusterTarget, resolve_targets
+from reconciler.engine.sync import Desired, prune_suspension
 from reconciler.findings import Finding
 from reconciler.policy import PolicySet, load_and_check
 from reconciler.repo_config import RepoConfig, load_repo_config
@@ -49,6 +50,17 @@ class Plan:
         for outcome in self.translation.outcomes.values():
             out.extend(outcome.findings)
         return out
+
+    def desired(self) -> Desired:
+        """The engine's input: desired objects, live state and the prune safety inputs."""
+        protected = set(self.policies.invalid)
+        protected |= {k for k, o in self.translation.outcomes.items() if o.blocking}
+        return Desired(
+            objects=self.translation.objects,
+            inventory=self.inventory,
+            protected=frozenset(protected),
+            prune_suspended=prune_suspension(self.policies.unreadable_files, self.findings),
+        )
 
     @property
     def clients(self) -> dict[str, KubeClient]:

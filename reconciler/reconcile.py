@@ -1,14 +1,13 @@
-"""The full pass: source -> plan -> sync -> status -> commit, as ``reconcile`` and ``serve`` run it.
+"""The driver: one place that runs the pipeline, for ``reconcile``, ``serve`` and ``diff``.
 
-Exit codes (stable; the CronJob and CI act on them):
+    source (git)  ->  plan (load, discover, translate)  ->  [Lease]  ->  sync  ->  status  ->  commit
 
-====  =====================================================================================
-0     converged: every policy valid and applied in every target cluster
-1     degraded: some policy invalid, some object rejected, or some cluster unreachable
-      (everything else was reconciled)
-2     fatal: nothing was applied — bad configuration, git fetch/push failure, the run Lease is
-      held by another run, or the management cluster is unreachable
-====  =====================================================================================
+:func:`run_pass` is the middle (plan, Lease, sync) over a policy directory — the same whether it came
+from a clone, a CronJob volume or a developer's working tree; :func:`reconcile_once` adds the git
+fetch before it and the status commit after it. Settings become stage options here and nowhere
+else (:func:`cluster_source`, :func:`sync_options`, :func:`lease_settings`), so ``diff`` and
+``reconcile`` can never disagree about ``--adopt``, ``--force`` or prune settings. Exit codes:
+:class:`reconciler.errors.ExitCode`.
 """
 
 from __future__ import annotations
@@ -21,23 +20,151 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler.clusters.snapshot import SnapshotError
-from reconciler.clusters.targets import TargetError
-from reconciler.engine.lease import LeaseError, LeaseHeld
-from reconciler.engine.run import LeaseSettings, LeaseUnavailable, PassResult, run_pass
-from reconciler.engine.sync import SyncOptions
+from reconciler.clusters.kube import KubeClient
+from reconciler.engine.changeset import ChangeSet
+from reconciler.engine.lease import LeaseHeld, LeaseSettings, RunLease
+from reconciler.engine.sync import SyncOptions, sync
+from reconciler.errors import ExitCode, ReconcilerError
 from reconciler.findings import ObjectKey
-from reconciler.plan import ClusterSource
-from reconciler.repo_config import load_repo_config
+from reconciler.plan import ClusterSource, Connection, Plan, build_plan, connect_clusters
+from reconciler.repo_config import RepoConfig, load_repo_config, repo_subdir
 from reconciler.settings import DEFAULT_TOKEN_ENV, Settings
 from reconciler.source import Checkout, GitAuth, SourceError, commit_status, fetch
 from reconciler.status import build_status, read_status_dir, status_commit_message, write_status_dir
 
 log = logging.getLogger("reconciler")
 
-EXIT_CONVERGED = 0
-EXIT_DEGRADED = 1
-EXIT_FATAL = 2
+
+# --------------------------------------------------------------------------------------------------
+# settings -> stage options (the only place)
+
+
+def cluster_source(effective: Settings, state: Path | None = None) -> ClusterSource:
+    return ClusterSource(
+        state=state,
+        kubeconfigs=list(effective.kubeconfig),
+        contexts=list(effective.context),
+        in_cluster=effective.in_cluster,
+        request_timeout=effective.request_timeout,
+    )
+
+
+def sync_options(effective: Settings, *, apply: bool) -> SyncOptions:
+    """The engine's options from resolved settings (``apply=False``: ``diff``, same decisions)."""
+    assert effective.max_prune_ratio is not None, "resolve the settings against reconciler.yaml first"
+    return SyncOptions(
+        apply=apply,
+        dry_run=effective.dry_run,
+        force=effective.force,
+        prune=bool(effective.prune),
+        adopt=effective.adopt,
+        max_prune_ratio=effective.max_prune_ratio,
+        allow_mass_prune=effective.allow_mass_prune,
+    )
+
+
+def lease_settings(effective: Settings) -> LeaseSettings:
+    return LeaseSettings(
+        name=effective.lease_name,
+        namespace=effective.lease_namespace,
+        duration=effective.lease_duration,
+        cluster=effective.lease_cluster,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# plan -> Lease -> sync
+
+
+@dataclass
+class PassResult:
+    plan: Plan
+    changes: ChangeSet
+    seconds: float
+    lease_cluster: str | None = None
+    errors: list[str] = field(default_factory=list)
+    """Run-level problems outside any cluster's change set (e.g. the Lease could not be released)."""
+
+    @property
+    def invalid(self) -> bool:
+        return any(f.is_error for f in self.plan.findings)
+
+    @property
+    def failed_clusters(self) -> list[str]:
+        return sorted(n for n, r in self.changes.clusters.items() if not r.reachable)
+
+    @property
+    def converged(self) -> bool:
+        return not self.invalid and not self.changes.has_errors and not self.errors
+
+
+class LeaseUnavailable(ReconcilerError):
+    """The run lease cannot be checked (management cluster unknown or its credentials unusable)."""
+
+
+def lease_client(connection: Connection, repo: RepoConfig, settings: LeaseSettings) -> tuple[str, KubeClient]:
+    clients = connection.clients
+    name = settings.cluster or repo.management_cluster or (sorted(clients)[0] if clients else None)
+    if name is not None and name in connection.errors:
+        raise LeaseUnavailable(
+            f"management cluster {name} is unreachable, so the run lease cannot be taken: {connection.errors[name]}"
+        )
+    if name is None or name not in clients:
+        raise LeaseUnavailable(f"management cluster {name or '(none)'} is not among the clusters of this run")
+    return name, clients[name]
+
+
+def run_pass(
+    root: Path,
+    source: ClusterSource,
+    options: SyncOptions,
+    lease: LeaseSettings | None = None,
+    cancel: threading.Event | None = None,
+) -> PassResult:
+    """Plan and sync once. With ``options.apply`` and not ``dry_run``, hold the Lease while writing.
+
+    A writing pass takes the Lease *first* and only then lists live state, so it can never apply a
+    plan made before another run's writes. Writing stops at once (remaining objects are held) when
+    the Lease is lost or ``cancel`` is set (a ``serve`` worker shutting down).
+    """
+    start = time.monotonic()
+    if not options.apply or options.dry_run:
+        plan = build_plan(root, source)
+        return PassResult(plan, sync(plan.desired(), plan.clients, options), time.monotonic() - start)
+    lease = lease or LeaseSettings()
+    repo, _ = load_repo_config(root)
+    connection = connect_clusters(source, repo)
+    try:
+        cluster, client = lease_client(connection, repo, lease)
+        run_lease = RunLease(client, name=lease.name, namespace=lease.namespace, duration=lease.duration)
+        with run_lease:
+
+            def stop_reason() -> str:
+                if run_lease.lost.is_set():
+                    return "the run Lease was lost to another run"
+                if cancel is not None and cancel.is_set():
+                    return "the worker is shutting down"
+                return ""
+
+            plan = build_plan(root, source, connection)
+            changes = sync(plan.desired(), plan.clients, options, stop=stop_reason)
+    except BaseException:
+        connection.close()
+        raise
+    result = PassResult(plan, changes, time.monotonic() - start, lease_cluster=cluster)
+    if run_lease.release_error:
+        result.errors.append(run_lease.release_error)
+    if run_lease.lost.is_set():
+        result.errors.append(
+            "the run Lease was taken by another run while this one was applying; writing stopped"
+        )
+    if cancel is not None and cancel.is_set():
+        result.errors.append("the pass was cancelled (worker shutting down); writing stopped")
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# source -> run_pass -> status -> commit
 
 
 @dataclass
@@ -53,7 +180,7 @@ class ReconcileOutcome:
 
     @property
     def fatal(self) -> bool:
-        return self.exit_code == EXIT_FATAL
+        return self.exit_code == ExitCode.FATAL
 
 
 def unexpected_error(exc: BaseException) -> str:
@@ -86,19 +213,20 @@ def reconcile_once(settings: Settings, cancel: threading.Event | None = None) ->
         outcome = _reconcile(settings, cancel)
     except Exception as exc:  # a bug, or a failure nobody foresaw: fatal, never "degraded"
         log.debug("unexpected error during the pass", exc_info=True)
-        outcome = ReconcileOutcome(EXIT_FATAL, unexpected_error(exc))
+        outcome = ReconcileOutcome(ExitCode.FATAL, unexpected_error(exc))
     outcome.seconds = time.monotonic() - start
     return outcome
 
 
 def _status_dir_rel(subdir: str, status_path: str) -> str:
-    rel = (Path(subdir) / status_path).as_posix()
-    return rel[2:] if rel.startswith("./") else rel
+    return repo_subdir(status_path, parent=subdir)
 
 
 def _reconcile(settings: Settings, cancel: threading.Event | None) -> ReconcileOutcome:
     if not settings.repo:
-        return ReconcileOutcome(EXIT_FATAL, "no policy repository: pass --repo URL|PATH (or RECONCILER_REPO)")
+        return ReconcileOutcome(
+            ExitCode.FATAL, "no policy repository: pass --repo URL|PATH (or RECONCILER_REPO)"
+        )
     # 1. source. The repository's reconciler.yaml is only known after the fetch; status_dir (which
     # our own commits touch) defaults to the usual one so they never count as policy changes.
     try:
@@ -111,11 +239,11 @@ def _reconcile(settings: Settings, cancel: threading.Event | None) -> ReconcileO
             status_dir=_status_dir_rel(settings.path, settings.status_path or "status"),
         )
     except SourceError as exc:
-        return ReconcileOutcome(EXIT_FATAL, f"git: {exc}")
+        return ReconcileOutcome(ExitCode.FATAL, f"git: {exc}")
     root = checkout.path / settings.path
     if not root.is_dir():
         return ReconcileOutcome(
-            EXIT_FATAL, f"--path {settings.path} does not exist in {checkout.sha[:12]}", checkout
+            ExitCode.FATAL, f"--path {settings.path} does not exist in {checkout.sha[:12]}", checkout
         )
     repo_config, _ = load_repo_config(root)
     effective = settings.resolved(repo_config)
@@ -128,41 +256,24 @@ def _reconcile(settings: Settings, cancel: threading.Event | None) -> ReconcileO
     )
 
     # 2. plan + sync
-    source = ClusterSource(
-        kubeconfigs=list(effective.kubeconfig),
-        contexts=list(effective.context),
-        in_cluster=effective.in_cluster,
-        request_timeout=effective.request_timeout,
-    )
-    options = SyncOptions(
-        apply=True,
-        dry_run=effective.dry_run,
-        force=effective.force,
-        prune=bool(effective.prune),
-        adopt=effective.adopt,
-        max_prune_ratio=effective.max_prune_ratio,
-        allow_mass_prune=effective.allow_mass_prune,
-    )
-    lease = LeaseSettings(
-        name=effective.lease_name,
-        namespace=effective.lease_namespace,
-        duration=effective.lease_duration,
-        cluster=effective.lease_cluster,
-    )
     try:
-        result = run_pass(root, source, options, lease, cancel=cancel)
-    except (TargetError, SnapshotError, OSError) as exc:
-        return ReconcileOutcome(EXIT_FATAL, str(exc), checkout)
+        result = run_pass(
+            root,
+            cluster_source(effective),
+            sync_options(effective, apply=True),
+            lease_settings(effective),
+            cancel=cancel,
+        )
     except LeaseHeld as exc:
-        return ReconcileOutcome(EXIT_FATAL, f"lock held: {exc}", checkout)
-    except (LeaseUnavailable, LeaseError) as exc:
-        return ReconcileOutcome(EXIT_FATAL, str(exc), checkout)
+        return ReconcileOutcome(ExitCode.FATAL, f"lock held: {exc}", checkout)
+    except (ReconcilerError, OSError) as exc:
+        return ReconcileOutcome(ExitCode.FATAL, str(exc), checkout)
     plan = result.plan
     plan.close()
     if cancel is not None and cancel.is_set():
         # Half a pass must not be committed as the state of the fleet; the next pass redoes it.
         return ReconcileOutcome(
-            EXIT_FATAL, "pass cancelled (worker shutting down); status not committed", checkout, result
+            ExitCode.FATAL, "pass cancelled (worker shutting down); status not committed", checkout, result
         )
 
     # 3. status
@@ -178,7 +289,7 @@ def _reconcile(settings: Settings, cancel: threading.Event | None) -> ReconcileO
         dry_run=effective.dry_run,
     )
     outcome = ReconcileOutcome(
-        EXIT_CONVERGED if result.converged else EXIT_DEGRADED, checkout=checkout, result=result, status=docs
+        ExitCode.OK if result.converged else ExitCode.DEGRADED, checkout=checkout, result=result, status=docs
     )
     if result.errors:
         outcome.error = "; ".join(result.errors)
@@ -202,6 +313,6 @@ def _reconcile(settings: Settings, cancel: threading.Event | None) -> ReconcileO
         )
         outcome.status_changed = outcome.status_commit is not None
     except SourceError as exc:
-        outcome.exit_code = EXIT_FATAL
+        outcome.exit_code = ExitCode.FATAL
         outcome.error = f"git: status commit failed: {exc}"
     return outcome

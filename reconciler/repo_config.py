@@ -28,8 +28,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from reconciler.findings import Finding, Location, error
+from reconciler.findings import Finding, Location, error, format_path
 from reconciler.tenancy import DEFAULT_TENANCY, Tenancy, pattern_problem
+from reconciler.validation import validation_problems
+from reconciler.yamlio import load
 
 FILENAME = "reconciler.yaml"
 
@@ -42,6 +44,20 @@ class ClusterEntry(_Model):
     context: str
 
 
+def repo_subdir(path: str, *, parent: str = ".") -> str:
+    """``parent/path`` as a clean relative POSIX path strictly inside the repository (``sub/status``).
+
+    The one place status paths are normalised — for reconciler.yaml validation, the status writer,
+    and git (which must recognise our own status commits) — so the three can never disagree.
+    Raises ValueError for an absolute path, ``..``, or the repository root itself.
+    """
+    rel = PurePosixPath(path.replace("\\", "/"))
+    joined = PurePosixPath(parent.replace("\\", "/")) / rel
+    if not path.strip() or rel.is_absolute() or ".." in joined.parts or joined.as_posix() == ".":
+        raise ValueError(f"must be a subdirectory of the repository, got {path!r}")
+    return joined.as_posix()
+
+
 class StatusSettings(_Model):
     path: str = "status"
 
@@ -49,14 +65,7 @@ class StatusSettings(_Model):
     @classmethod
     def _inside_repository(cls, value: str) -> str:
         # Reported here, with the file, rather than when the status write is refused after a pass.
-        parts = PurePosixPath(value.replace("\\", "/")).parts
-        if (
-            not value.strip()
-            or value.startswith(("/", "\\"))
-            or ".." in parts
-            or value.strip() in (".", "./")
-        ):
-            raise ValueError(f"must be a subdirectory of the repository, got {value!r}")
+        repo_subdir(value)
         return value
 
 
@@ -138,7 +147,7 @@ def load_repo_config(root: Path) -> tuple[RepoConfig, list[Finding]]:
         return RepoConfig(), []
     raw: Any = None
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = load(path.read_text(encoding="utf-8")) or {}
         if not isinstance(raw, dict):
             raise ValueError("reconciler.yaml must be a mapping")
         return RepoConfig.model_validate(raw), []
@@ -147,7 +156,7 @@ def load_repo_config(root: Path) -> tuple[RepoConfig, list[Finding]]:
             exc = ValueError("nested too deeply (recursive alias?)")
         if isinstance(exc, ValidationError):
             msgs = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
+                f"{format_path(path)}: {msg}" for path, msg in validation_problems(exc, RepoConfig)
             )
         else:
             msgs = str(exc)

@@ -33,20 +33,14 @@ from prometheus_client import (
     generate_latest,
 )
 
+from reconciler.errors import ExitCode
 from reconciler.logs import log_changes
-from reconciler.reconcile import (
-    EXIT_CONVERGED,
-    EXIT_DEGRADED,
-    EXIT_FATAL,
-    ReconcileOutcome,
-    reconcile_once,
-    unexpected_error,
-)
+from reconciler.reconcile import ReconcileOutcome, reconcile_once, unexpected_error
 from reconciler.settings import Settings
 
 log = logging.getLogger("reconciler.serve")
 
-RESULTS = {EXIT_CONVERGED: "converged", EXIT_DEGRADED: "degraded"}
+RESULTS: dict[int, str] = {ExitCode.OK: "converged", ExitCode.DEGRADED: "degraded"}
 
 
 class Metrics:
@@ -136,7 +130,7 @@ class Worker:
             outcome = self.run(self.settings, self.cancel)
             self.passes += 1
             if self.cancel.is_set() and not outcome.fatal:
-                outcome.exit_code = EXIT_FATAL
+                outcome.exit_code = ExitCode.FATAL
                 outcome.error = outcome.error or "pass abandoned at shutdown"
             self.last = outcome
             self.metrics.record(outcome)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from reconciler.engine.lease import LEASE_NAME, LEASE_NAMESPACE, LEASE_SECONDS
 from reconciler.repo_config import RepoConfig
 
 ENV_PREFIX = "RECONCILER_"
@@ -59,9 +60,9 @@ class Settings:
     author_name: str = "mesh-reconciler"
     author_email: str = "mesh-reconciler@localhost"
     # lease
-    lease_name: str = "mesh-reconciler"
-    lease_namespace: str = "mesh-reconciler"
-    lease_duration: int = 60
+    lease_name: str = LEASE_NAME
+    lease_namespace: str = LEASE_NAMESPACE
+    lease_duration: int = LEASE_SECONDS
     lease_cluster: str | None = None
     # output
     output: str = "text"

@@ -27,6 +27,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "mesh-reconciler"
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ class KubeClient:
         body: Any = None,
         content_type: str = "application/json",
         resource: str = "",
+        accept: str = "application/json",
     ) -> dict[str, Any]:
         retrying = Retrying(
             stop=stop_after_attempt(self.attempts),
@@ -143,11 +145,20 @@ class KubeClient:
             sleep=self._sleep,
             reraise=True,
         )
-        result: dict[str, Any] = retrying(self._request_once, verb, path, query, body, content_type, resource)
+        result: dict[str, Any] = retrying(
+            self._request_once, verb, path, query, body, content_type, resource, accept
+        )
         return result
 
     def _request_once(
-        self, verb: str, path: str, query: dict[str, Any] | None, body: Any, content_type: str, resource: str
+        self,
+        verb: str,
+        path: str,
+        query: dict[str, Any] | None,
+        body: Any,
+        content_type: str,
+        resource: str,
+        accept: str,
     ) -> dict[str, Any]:
         self.requests[(verb, resource or path)] += 1
         params = [(k, v) for k, v in (query or {}).items() if v is not None]
@@ -155,7 +166,7 @@ class KubeClient:
             verb.upper(),
             path,
             query_params=params,
-            header_params={"Accept": "application/json", "Content-Type": content_type},
+            header_params={"Accept": accept, "Content-Type": content_type},
             body=body,
             auth_settings=["BearerToken"],
         )
@@ -182,19 +193,32 @@ class KubeClient:
     # -- verbs -------------------------------------------------------------------------------------
 
     def list(
-        self, resource: Resource, *, label_selector: str | None = None, namespace: str | None = None
+        self,
+        resource: Resource,
+        *,
+        label_selector: str | None = None,
+        namespace: str | None = None,
+        metadata_only: bool = False,
     ) -> list[dict[str, Any]]:
-        """LIST a collection (paged by 500), returning items with ``apiVersion``/``kind`` filled in."""
+        """LIST a collection (paged by 500), returning items with ``apiVersion``/``kind`` filled in.
+
+        ``metadata_only``: ask for ``PartialObjectMetadataList`` — names, labels, managedFields, no
+        spec — when only "which objects exist, and whose are they" matters.
+        """
         items: list[dict[str, Any]] = []
         cont: str | None = None
+        accept = METADATA_LIST if metadata_only else "application/json"
         while True:
             page = self.request(
                 "get",
                 resource.collection(namespace),
                 query={"labelSelector": label_selector, "limit": 500, "continue": cont},
                 resource=resource.plural,
+                accept=accept,
             )
             for item in page.get("items") or []:
+                if metadata_only:  # items are PartialObjectMetadata: name them as the real kind
+                    item["apiVersion"], item["kind"] = resource.api_version, resource.kind
                 item.setdefault("apiVersion", resource.api_version)
                 item.setdefault("kind", resource.kind)
                 items.append(item)

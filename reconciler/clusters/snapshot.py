@@ -13,12 +13,11 @@ from typing import Any
 import yaml
 
 from reconciler.clusters.inventory import ClusterState, Inventory, build_cluster_state
-from reconciler.output import to_yaml
+from reconciler.errors import ReconcilerError
+from reconciler.yamlio import SafeLoader, to_yaml
 
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-
-class SnapshotError(Exception):
+class SnapshotError(ReconcilerError):
     """A snapshot directory or file that cannot be used (the message says which and why)."""
 
 
@@ -58,7 +57,9 @@ def read_snapshot(directory: Path, clusters: list[str] | None = None) -> Invento
 
 def _read_one(cluster: str, path: Path) -> ClusterState:
     try:
-        docs = [d for d in yaml.load_all(path.read_text(encoding="utf-8"), Loader=_Loader) if d is not None]
+        docs = [
+            d for d in yaml.load_all(path.read_text(encoding="utf-8"), Loader=SafeLoader) if d is not None
+        ]
     except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
         raise SnapshotError(f"{path}: cannot read snapshot: {exc}") from None
     objects: list[dict[str, Any]] = []

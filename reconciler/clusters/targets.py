@@ -17,12 +17,13 @@ from pathlib import Path
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
+from reconciler.errors import ReconcilerError
 from reconciler.repo_config import RepoConfig
 
 IN_CLUSTER = "in-cluster"
 
 
-class TargetError(Exception):
+class TargetError(ReconcilerError):
     """The kubeconfig/context selection cannot be satisfied (message says what to fix)."""
 
 

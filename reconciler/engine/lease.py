@@ -15,20 +15,37 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
 from reconciler.clusters.kube import LEASES, KubeClient, KubeError
+from reconciler.errors import ReconcilerError
 
 log = logging.getLogger(__name__)
 
 
-class LeaseHeld(Exception):
+LEASE_NAME = "mesh-reconciler"
+LEASE_NAMESPACE = "mesh-reconciler"
+LEASE_SECONDS = 60
+"""Defaults of the run Lease (settings, CLI and the Lease itself all take them from here)."""
+
+
+@dataclass
+class LeaseSettings:
+    name: str = LEASE_NAME
+    namespace: str = LEASE_NAMESPACE
+    duration: int = LEASE_SECONDS
+    cluster: str | None = None
+    """Cluster holding the Lease; default: reconciler.yaml's managementCluster, else the first cluster."""
+
+
+class LeaseHeld(ReconcilerError):
     """Another run holds the lease (the message names the holder and when it expires)."""
 
 
-class LeaseError(Exception):
+class LeaseError(ReconcilerError):
     """The lease could not be read or written (e.g. the management cluster is unreachable)."""
 
 
@@ -60,9 +77,9 @@ class RunLease:
         self,
         client: KubeClient,
         *,
-        name: str = "mesh-reconciler",
-        namespace: str = "mesh-reconciler",
-        duration: int = 60,
+        name: str = LEASE_NAME,
+        namespace: str = LEASE_NAMESPACE,
+        duration: int = LEASE_SECONDS,
         identity: str | None = None,
         clock: Callable[[], datetime] = _now,
     ) -> None:

@@ -14,11 +14,11 @@ import concurrent.futures
 import difflib
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.clusters.inventory import ClusterState, is_owned, sources_of
+from reconciler.clusters.inventory import ClusterState, Inventory, is_owned, sources_of
 from reconciler.clusters.kube import FIELD_MANAGER, ISTIO_RESOURCES, KubeClient, KubeError
 from reconciler.engine.changeset import Action, ChangeSet, ClusterResult, ObjectChange
 from reconciler.engine.normalize import (
@@ -29,13 +29,15 @@ from reconciler.engine.normalize import (
     field_owners,
     other_managers,
 )
-from reconciler.findings import ObjectKey
-from reconciler.output import to_yaml
-from reconciler.plan import Plan
+from reconciler.findings import Finding, ObjectKey
 from reconciler.translate import MANAGED_KINDS
 from reconciler.translate.result import DesiredObject
+from reconciler.yamlio import to_yaml
 
 log = logging.getLogger(__name__)
+
+CLUSTER_WORKERS = 4
+"""Clusters synced at once: each mostly waits on its API server, and more would only add threads."""
 
 _CONFLICT_MANAGER = re.compile(r'conflicts? with "([^"]+)"')
 
@@ -53,18 +55,27 @@ class SyncOptions:
     """Take over existing objects that lack our ownership markers."""
     max_prune_ratio: float = 0.5
     allow_mass_prune: bool = False
-    workers: int = 4
     cluster_filter: set[str] = field(default_factory=set)
 
 
-def protected_policies(plan: Plan) -> set[ObjectKey]:
-    """Policies whose existing objects must be kept as they are (failed to load, validate or translate)."""
-    out = set(plan.policies.invalid)
-    out |= {k for k, o in plan.translation.outcomes.items() if o.blocking}
-    return out
+@dataclass(frozen=True)
+class Desired:
+    """What the engine is asked to make true: the build stage's output, as the engine needs it.
+
+    The engine never sees policies or the plan itself (it sits below them): only the objects per
+    cluster, the live state they are compared with, and the two prune safety inputs derived from
+    the build — which policies' objects must be kept, and whether pruning is off for the run.
+    """
+
+    objects: Mapping[str, Sequence[DesiredObject]]
+    inventory: Inventory
+    protected: frozenset[ObjectKey] = frozenset()
+    """Policies whose existing objects are kept as they are (failed to load, validate or translate)."""
+    prune_suspended: str = ""
+    """Non-empty: why nothing may be deleted in this run (see :func:`prune_suspension`)."""
 
 
-def prune_suspension(plan: Plan) -> str:
+def prune_suspension(unreadable_files: Iterable[str], findings: Iterable[Finding]) -> str:
     """Why pruning is off for this whole run ("" when it may run).
 
     Like Flux and Config Sync refusing to prune after a failed build: while any error-level finding
@@ -73,11 +84,12 @@ def prune_suspension(plan: Plan) -> str:
     unwanted may belong to the policy that failed. Creating and updating still happen; deleting waits
     for a clean build.
     """
-    if plan.policies.unreadable_files:
+    unreadable = sorted(set(unreadable_files))
+    if unreadable:
         return "pruning suspended: these files could not be read, so their objects are unknown: " + ", ".join(
-            sorted(set(plan.policies.unreadable_files))
+            unreadable
         )
-    errors = [f for f in plan.findings if f.is_error]
+    errors = [f for f in findings if f.is_error]
     if not errors:
         return ""
     where = sorted({f.location.file if f.location else str(f.object or "(repository)") for f in errors})
@@ -92,7 +104,7 @@ def _never() -> str:
 
 
 def sync(
-    plan: Plan,
+    desired: Desired,
     clients: Mapping[str, KubeClient],
     options: SyncOptions,
     stop: Callable[[], str] = _never,
@@ -104,22 +116,23 @@ def sync(
     shutting down) leaves every remaining object as it is, so no write happens after the reason.
     """
     changes = ChangeSet(dry_run=not options.apply or options.dry_run)
-    protected = protected_policies(plan)
-    unreachable = {n for n, s in plan.inventory.clusters.items() if not s.reachable}
-    suspended = prune_suspension(plan)
-    names = sorted(
-        n for n in plan.inventory.clusters if not options.cluster_filter or n in options.cluster_filter
-    )
+    clusters = desired.inventory.clusters
+    unreachable = {n for n, s in clusters.items() if not s.reachable}
+    names = sorted(n for n in clusters if not options.cluster_filter or n in options.cluster_filter)
     for name in names:
-        state = plan.inventory.clusters[name]
-        if not state.reachable:
-            changes.clusters[name] = ClusterResult(name, error=state.error)
+        if not clusters[name].reachable:
+            changes.clusters[name] = ClusterResult(name, error=clusters[name].error)
 
     def one(name: str) -> ClusterResult:
-        state = plan.inventory.clusters[name]
-        desired = plan.translation.objects.get(name, [])
         worker = _ClusterSync(
-            state, desired, clients.get(name), options, protected, unreachable, suspended, stop
+            clusters[name],
+            list(desired.objects.get(name, [])),
+            clients.get(name),
+            options,
+            desired.protected,
+            unreachable,
+            desired.prune_suspended,
+            stop,
         )
         try:
             return worker.run()
@@ -129,13 +142,13 @@ def sync(
             result.error = f"failed during sync: {exc}"
             return result
 
-    if options.apply and any(n not in clients for n in names if plan.inventory.clusters[n].reachable):
+    todo = [n for n in names if clusters[n].reachable]
+    if options.apply and any(n not in clients for n in todo):
         raise ValueError(
             "applying needs a client for every reachable cluster (live state came from a snapshot?)"
         )
-    todo = [n for n in names if plan.inventory.clusters[n].reachable]
     with concurrent.futures.ThreadPoolExecutor(
-        max_workers=max(1, min(options.workers, len(todo) or 1))
+        max_workers=max(1, min(CLUSTER_WORKERS, len(todo) or 1))
     ) as pool:
         for result in pool.map(one, todo):
             changes.clusters[result.cluster] = result
@@ -149,7 +162,7 @@ class _ClusterSync:
         desired: list[DesiredObject],
         client: KubeClient | None,
         options: SyncOptions,
-        protected: set[ObjectKey],
+        protected: frozenset[ObjectKey],
         unreachable: set[str],
         suspended: str,
         stop: Callable[[], str] = _never,
@@ -191,6 +204,9 @@ class _ClusterSync:
         missing_hosts: set[str] = set()
         routes: dict[str, str] = {}  # host -> a VirtualService that routes there after this run
         rank = {k: i for i, k in enumerate(MANAGED_KINDS)}  # ServiceEntries and DestinationRules first
+        self.strangers = self._strangers(
+            {d.kind for d in self.desired if _key(d.body) not in live and _key(d.body) not in claimed}
+        )
         for d in sorted(self.desired, key=lambda o: rank.get(o.kind, len(rank))):
             current = live.pop((d.kind, d.namespace, d.name), None)
             reason = self.stop()
@@ -220,6 +236,22 @@ class _ClusterSync:
 
     # -- create / configure ------------------------------------------------------------------------
 
+    def _strangers(self, kinds: set[str]) -> dict[tuple[str, str, str], list[str]]:
+        """Objects we are about to create that already exist without our label, with their managers.
+
+        Discovery lists only labelled objects; rather than a dry-run apply before every create (a
+        first sync would double its requests), one metadata-only LIST per kind that has creates finds
+        the names someone else already uses. Objects seen here are confirmed with the server (and
+        are a conflict unless adopted); all others are created directly.
+        """
+        out: dict[tuple[str, str, str], list[str]] = {}
+        if self.client is None:
+            return out
+        for kind in sorted(kinds):
+            for item in self.client.list(ISTIO_RESOURCES[kind], metadata_only=True):
+                out[_key(item)] = other_managers(item) or ["(unknown)"]
+        return out
+
     def _hold(self, d: DesiredObject, live: dict[str, Any] | None, why: str) -> ObjectChange:
         """Leave the object exactly as it is: "kept as it is live" only when a live object exists."""
         verb = "kept as it is live" if live is not None else "not created"
@@ -228,49 +260,30 @@ class _ClusterSync:
     def _desired(
         self, d: DesiredObject, live: dict[str, Any] | None, claimed: dict[str, Any] | None
     ) -> ObjectChange:
-        waiting = sorted(d.depends_on & self.unreachable)
-        if waiting:
-            return self._hold(d, live, f"depends on unreachable cluster(s) {', '.join(waiting)}")
-        if live is not None:
-            bad = [k for k in sources_of(live) if k in self.protected]
-            if bad:
-                return self._hold(d, live, "source policy " + ", ".join(f"{k}" for k in bad) + " is invalid")
-            before = comparable_live(live, declared_fields(d.body))
-            if not changed_paths(before, comparable_desired(d.body)):
-                return self._change(d.body, Action.UNCHANGED, d.sources)
-        else:
-            before = {}
-        previous: list[str] = []
-        adopting = False
-        if claimed is not None:
-            # Our label without our sources annotation: made (or relabelled) by hand, not by us.
-            managers = sorted({str(m.get("manager")) for m in claimed["metadata"].get("managedFields") or []})
-            if not self.options.adopt:
-                why = (
-                    "carries the label app.kubernetes.io/managed-by=mesh-reconciler but not our sources "
-                    "annotation, so it was not made by mesh-reconciler"
-                )
-                return self._not_ours(d, managers, why)
-            adopting = True
-            previous = managers
-            before = comparable_live(claimed)
+        """One desired object, top to bottom: hold? same? ours? confirm, write, classify."""
+        why = self._why_held(d, live)
+        if why:
+            return self._hold(d, live, why)
+        if live is not None and not changed_paths(
+            comparable_live(live, declared_fields(d.body)), comparable_desired(d.body)
+        ):
+            return self._change(d.body, Action.UNCHANGED, d.sources)
+        start = self._start(d, live, claimed)
+        if isinstance(start, ObjectChange):
+            return start
         try:
-            if (live is None and not adopting) or not self.options.apply:
-                # Confirm with the server (defaults, normalisation) and detect objects that exist
-                # without our markers — never overwrite those by accident.
-                result, previous = self._dry_run_apply(d)
-                if live is None and not adopting:
-                    strangers = other_managers(result)
-                    if strangers:
-                        if not self.options.adopt:
-                            why = f"already exists and is not managed by mesh-reconciler (managers: {', '.join(strangers)})"
-                            return self._not_ours(d, strangers, why)
-                        adopting = True
-                        previous = sorted(set(previous) | set(strangers))
-                        before = comparable_live(_strip_ours(result))
+            result: dict[str, Any] | None = None
+            # diff: the server's view of every change; apply: only to look at a name someone else uses
+            if not self.options.apply or (start.new and (d.kind, d.namespace, d.name) in self.strangers):
+                confirmed = self._confirm(d, start)
+                if isinstance(confirmed, ObjectChange):
+                    return confirmed
+                result = confirmed
             if self.options.apply:
-                result, taken = self._apply(d, force=self.options.force or adopting)
-                previous = sorted(set(previous) | set(taken))
+                result, taken = self._server_apply(
+                    d, dry_run=self.options.dry_run, force=self.options.force or start.adopting, probe=True
+                )
+                start.previous = sorted(set(start.previous) | set(taken))
         except _Conflict as exc:
             return self._change(
                 d.body, Action.CONFLICT, d.sources, previous_managers=exc.managers, message=exc.message
@@ -279,24 +292,72 @@ class _ClusterSync:
             return self._change(
                 d.body, Action.FAILED, d.sources, message=f"{d.kind} {d.namespace}/{d.name}: {exc.message}"
             )
+        assert result is not None
+        return self._classify(d, start, result)
+
+    def _why_held(self, d: DesiredObject, live: dict[str, Any] | None) -> str:
+        """Why this object must stay exactly as it is this run ("" when it may change)."""
+        waiting = sorted(d.depends_on & self.unreachable)
+        if waiting:
+            return f"depends on unreachable cluster(s) {', '.join(waiting)}"
+        bad = [k for k in sources_of(live) if k in self.protected] if live is not None else []
+        if bad:
+            return "source policy " + ", ".join(f"{k}" for k in bad) + " is invalid"
+        return ""
+
+    def _start(
+        self, d: DesiredObject, live: dict[str, Any] | None, claimed: dict[str, Any] | None
+    ) -> _Start | ObjectChange:
+        """What the object is before we write: ours, someone else's (conflict or adoption), or new."""
         if live is not None:
-            previous = sorted(set(previous) | set(field_owners(live, declared_fields(d.body))))
+            fields = declared_fields(d.body)
+            return _Start(comparable_live(live, fields), sorted(field_owners(live, fields)), new=False)
+        if claimed is None:
+            return _Start({}, [], new=True)
+        # Our label without our sources annotation: made (or relabelled) by hand, not by us.
+        managers = sorted({str(m.get("manager")) for m in claimed["metadata"].get("managedFields") or []})
+        if not self.options.adopt:
+            why = (
+                "carries the label app.kubernetes.io/managed-by=mesh-reconciler but not our sources "
+                "annotation, so it was not made by mesh-reconciler"
+            )
+            return self._not_ours(d, managers, why)
+        return _Start(comparable_live(claimed), managers, new=False, adopting=True)
+
+    def _confirm(self, d: DesiredObject, start: _Start) -> dict[str, Any] | ObjectChange:
+        """Ask the server what the object would become (defaults, normalisation), and find objects
+        that exist without any of our markers — never overwrite those by accident."""
+        if start.new and (d.kind, d.namespace, d.name) not in self.strangers:
+            return _stand_in(d)  # nothing there: the server has nothing to add but its defaults
+        result, _ = self._server_apply(d, dry_run=True, force=self.options.force or self.options.adopt)
+        strangers = other_managers(result) if start.new else []
+        if strangers:
+            if not self.options.adopt:
+                why = (
+                    f"already exists and is not managed by mesh-reconciler (managers: {', '.join(strangers)})"
+                )
+                return self._not_ours(d, strangers, why)
+            start.new, start.adopting = False, True
+            start.previous = sorted(set(start.previous) | set(strangers))
+            start.before = comparable_live(_strip_ours(result))
+        return result
+
+    def _classify(self, d: DesiredObject, start: _Start, result: dict[str, Any]) -> ObjectChange:
         after = comparable_live(result, declared_fields(d.body))
-        paths = changed_paths(before, after) if live is not None or adopting else ["(new)"]
-        if live is not None and not paths:
+        paths = [] if start.new else changed_paths(start.before, after)
+        if not start.new and not start.adopting and not paths:
             return self._change(
                 d.body, Action.UNCHANGED, d.sources, message="difference normalised away by the API server"
             )
-        action = Action.CREATE if live is None and not adopting else Action.CONFIGURE
         return self._change(
             d.body,
-            action,
+            Action.CREATE if start.new else Action.CONFIGURE,
             d.sources,
-            changed_paths=[] if paths == ["(new)"] else paths,
-            diff=unified_diff(before, after, f"{d.kind}/{d.namespace}/{d.name}"),
-            previous_managers=previous,
+            changed_paths=paths,
+            diff=unified_diff(start.before, after, f"{d.kind}/{d.namespace}/{d.name}"),
+            previous_managers=start.previous,
             written=self.options.apply and not self.options.dry_run,
-            message="adopted (was not managed by mesh-reconciler)" if adopting else "",
+            message="adopted (was not managed by mesh-reconciler)" if start.adopting else "",
         )
 
     def _not_ours(self, d: DesiredObject, managers: list[str], why: str) -> ObjectChange:
@@ -312,33 +373,20 @@ class _ClusterSync:
             ),
         )
 
-    def _dry_run_apply(self, d: DesiredObject) -> tuple[dict[str, Any], list[str]]:
-        """Ask the server what the object would become (one request; conflicts only with --no-force)."""
-        if self.client is None:
-            # Live state from a snapshot: no server to ask, so the desired object stands for the result.
-            meta = {
-                **d.body["metadata"],
-                "managedFields": [
-                    {"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": declared_fields(d.body)}
-                ],
-            }
-            return {**d.body, "metadata": meta}, []
-        resource = ISTIO_RESOURCES[d.kind]
-        force = self.options.force or self.options.adopt
-        try:
-            result = self.client.apply(resource, d.body, force=force, dry_run=True)
-        except KubeError as exc:
-            if exc.status != 409:
-                raise
-            managers = _conflict_managers(exc)
-            raise _Conflict(managers, _conflict_message(d, exc, managers)) from None
-        return result, []
+    def _server_apply(
+        self, d: DesiredObject, *, dry_run: bool, force: bool, probe: bool = False
+    ) -> tuple[dict[str, Any], list[str]]:
+        """One server-side apply, and the one place a 409 (fields owned by another manager) is handled.
 
-    def _apply(self, d: DesiredObject, *, force: bool) -> tuple[dict[str, Any], list[str]]:
-        assert self.client is not None
+        ``probe``: first try without force, so that a take-over (a second, forced request) can name
+        whose fields were taken; without it the single request is forced when ``force`` is set.
+        Returns the server's answer and the managers whose fields were taken over.
+        """
+        if self.client is None:  # live state from a snapshot: no server to ask
+            return _stand_in(d), []
         resource = ISTIO_RESOURCES[d.kind]
         try:
-            return self.client.apply(resource, d.body, force=False, dry_run=self.options.dry_run), []
+            return self.client.apply(resource, d.body, force=force and not probe, dry_run=dry_run), []
         except KubeError as exc:
             if exc.status != 409:
                 raise
@@ -346,7 +394,7 @@ class _ClusterSync:
             if not force:
                 raise _Conflict(managers, _conflict_message(d, exc, managers)) from None
             log.info("%s: taking over fields from %s", d.ref, ", ".join(managers))
-            return self.client.apply(resource, d.body, force=True, dry_run=self.options.dry_run), managers
+            return self.client.apply(resource, d.body, force=True, dry_run=dry_run), managers
 
     # -- prune -------------------------------------------------------------------------------------
 
@@ -452,6 +500,17 @@ class _ClusterSync:
             self._change(obj, Action.PRUNE, sources, diff=diff, written=not self.options.dry_run)
 
 
+@dataclass
+class _Start:
+    """An object as it is before we write it (comparable form), and who owned its fields."""
+
+    before: dict[str, Any]
+    previous: list[str]
+    new: bool
+    """No object exists at this name (as far as we know before asking the server)."""
+    adopting: bool = False
+
+
 class _Conflict(Exception):
     def __init__(self, managers: list[str], message: str) -> None:
         super().__init__(message)
@@ -472,6 +531,17 @@ def _conflict_message(d: DesiredObject, exc: KubeError, managers: list[str]) -> 
         f"{d.kind} {d.namespace}/{d.name}: fields {', '.join(fields) or '(some)'} are owned by "
         f"{', '.join(managers) or 'another manager'}; not taken over because of --no-force"
     )
+
+
+def _stand_in(d: DesiredObject) -> dict[str, Any]:
+    """The object as an apply would leave it, without asking a server (ours alone, no defaults)."""
+    meta = {
+        **d.body["metadata"],
+        "managedFields": [
+            {"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": declared_fields(d.body)}
+        ],
+    }
+    return {**d.body, "metadata": meta}
 
 
 def _key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -518,9 +588,7 @@ def routed_hosts(body: Mapping[str, Any]) -> set[str]:
 def _strip_ours(obj: dict[str, Any]) -> dict[str, Any]:
     """The object as it was before our (dry-run) apply: drop our managedFields entry."""
     meta = dict(obj.get("metadata") or {})
-    meta["managedFields"] = [
-        m for m in meta.get("managedFields") or [] if m.get("manager") != "mesh-reconciler"
-    ]
+    meta["managedFields"] = [m for m in meta.get("managedFields") or [] if m.get("manager") != FIELD_MANAGER]
     return {**obj, "metadata": meta}
 
 

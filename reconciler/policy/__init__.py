@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from reconciler.policy.checks import check_policy_set
-from reconciler.policy.loader import LoadedPolicy, PolicySet, load_policies
+from reconciler.policy.loader import Loaded, LoadedPolicy, PolicySet, load_policies
 from reconciler.policy.model import (
     POLICY_KINDS,
     AnyPolicy,
@@ -17,6 +17,7 @@ from reconciler.policy.model import (
 __all__ = [
     "POLICY_KINDS",
     "AnyPolicy",
+    "Loaded",
     "LoadedPolicy",
     "PolicySet",
     "TrafficPolicy",

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from reconciler.findings import Finding, ObjectKey, error
-from reconciler.policy.loader import LoadedPolicy, PolicySet
+from reconciler.findings import Finding, ObjectKey
+from reconciler.policy.loader import Loaded, LoadedPolicy, PolicySet
 from reconciler.policy.model import TrafficPolicy, VirtualDestination, VirtualMesh
 
 
@@ -27,9 +27,8 @@ def check_policy_set(policies: PolicySet) -> None:
 
 
 def _unique_hostnames(policies: PolicySet, failures: dict[LoadedPolicy, list[Finding]]) -> None:
-    by_host: dict[str, list[LoadedPolicy]] = defaultdict(list)
-    for p in policies.by_kind("VirtualDestination"):
-        assert isinstance(p.obj, VirtualDestination)
+    by_host: dict[str, list[Loaded[VirtualDestination]]] = defaultdict(list)
+    for p in policies.by_kind(VirtualDestination):
         by_host[p.obj.spec.hostname].append(p)
     for host, owners in by_host.items():
         if len(owners) < 2:
@@ -38,11 +37,9 @@ def _unique_hostnames(policies: PolicySet, failures: dict[LoadedPolicy, list[Fin
         for p in owners:
             others = ", ".join(f"{o.key.namespace}/{o.key.name} ({o.location})" for o in owners if o is not p)
             failures[p].append(
-                error(
+                p.error_at(
+                    ("spec", "hostname"),
                     f"hostname {host!r} is also used by VirtualDestination {others}; hostnames must be unique",
-                    location=p.location_of(("spec", "hostname")),
-                    object=p.key,
-                    field="spec.hostname",
                     code="HostnameConflict",
                 )
             )
@@ -50,8 +47,7 @@ def _unique_hostnames(policies: PolicySet, failures: dict[LoadedPolicy, list[Fin
 
 def _mesh_in_one_virtual_mesh(policies: PolicySet, failures: dict[LoadedPolicy, list[Finding]]) -> None:
     owner: dict[tuple[str, str], LoadedPolicy] = {}
-    for p in sorted(policies.by_kind("VirtualMesh"), key=lambda p: p.key):
-        assert isinstance(p.obj, VirtualMesh)
+    for p in sorted(policies.by_kind(VirtualMesh), key=lambda p: p.key):
         for i, mesh in enumerate(p.obj.spec.meshes):
             ref = (mesh.namespace or p.obj.namespace, mesh.name)
             first = owner.get(ref)
@@ -59,45 +55,39 @@ def _mesh_in_one_virtual_mesh(policies: PolicySet, failures: dict[LoadedPolicy, 
                 owner[ref] = p
             elif first is not p:
                 failures[p].append(
-                    error(
+                    p.error_at(
+                        ("spec", "meshes", i),
                         f"mesh {ref[1]}.{ref[0]} is already grouped in VirtualMesh "
                         f"{first.key.namespace}/{first.key.name}; a mesh belongs to at most one VirtualMesh",
-                        location=p.location_of(("spec", "meshes", i)),
-                        object=p.key,
-                        field=f"spec.meshes[{i}]",
                         code="MeshConflict",
                     )
                 )
 
 
 def _virtual_mesh_refs(policies: PolicySet, failures: dict[LoadedPolicy, list[Finding]]) -> None:
-    meshes = {p.key for p in policies.by_kind("VirtualMesh")} | {
+    meshes = {p.key for p in policies.by_kind(VirtualMesh)} | {
         k for k in policies.invalid if k.kind == "VirtualMesh"
     }
-    for p in policies.by_kind("VirtualDestination"):
-        assert isinstance(p.obj, VirtualDestination)
+    for p in policies.by_kind(VirtualDestination):
         ref = p.obj.spec.virtual_mesh
         if ref is None:
             continue
         key = ObjectKey("VirtualMesh", ref.namespace or p.obj.namespace, ref.name)
         if key not in meshes:
             failures[p].append(
-                error(
+                p.error_at(
+                    ("spec", "virtualMesh"),
                     f"VirtualMesh {key.namespace}/{key.name} not found in the repository",
-                    location=p.location_of(("spec", "virtualMesh")),
-                    object=p.key,
-                    field="spec.virtualMesh",
                     code="RefNotFound",
                 )
             )
 
 
 def _traffic_shift_refs(policies: PolicySet, failures: dict[LoadedPolicy, list[Finding]]) -> None:
-    destinations = {p.key for p in policies.by_kind("VirtualDestination")} | {
+    destinations = {p.key for p in policies.by_kind(VirtualDestination)} | {
         k for k in policies.invalid if k.kind == "VirtualDestination"
     }
-    for p in policies.by_kind("TrafficPolicy"):
-        assert isinstance(p.obj, TrafficPolicy)
+    for p in policies.by_kind(TrafficPolicy):
         shift = p.obj.spec.policy.traffic_shift
         if shift is None:
             continue
@@ -109,11 +99,9 @@ def _traffic_shift_refs(policies: PolicySet, failures: dict[LoadedPolicy, list[F
             key = ObjectKey("VirtualDestination", vd.namespace or p.obj.namespace, vd.name)
             if key not in destinations:
                 failures[p].append(
-                    error(
+                    p.error_at(
+                        (*base, i, "virtualDestination"),
                         f"VirtualDestination {key.namespace}/{key.name} not found in the repository",
-                        location=p.location_of((*base, i, "virtualDestination")),
-                        object=p.key,
-                        field=f"spec.policy.trafficShift.destinations[{i}].virtualDestination",
                         code="RefNotFound",
                     )
                 )
@@ -121,32 +109,26 @@ def _traffic_shift_refs(policies: PolicySet, failures: dict[LoadedPolicy, list[F
         if len(weights) > 1:
             if any(w is None for w in weights) and any(w is not None for w in weights):
                 failures[p].append(
-                    error(
+                    p.error_at(
+                        base,
                         "some destinations have a weight and some do not; set a weight on every destination "
                         "(or on none, for an equal split)",
-                        location=p.location_of(base),
-                        object=p.key,
-                        field="spec.policy.trafficShift.destinations",
                         code="InvalidWeights",
                     )
                 )
             elif all(w == 0 for w in weights):
                 failures[p].append(
-                    error(
+                    p.error_at(
+                        base,
                         "all weights are 0; at least one destination must receive traffic",
-                        location=p.location_of(base),
-                        object=p.key,
-                        field="spec.policy.trafficShift.destinations",
                         code="InvalidWeights",
                     )
                 )
         elif weights == [0]:
             failures[p].append(
-                error(
+                p.error_at(
+                    (*base, 0, "weight"),
                     "the only destination has weight 0; it would receive no traffic",
-                    location=p.location_of((*base, 0, "weight")),
-                    object=p.key,
-                    field="spec.policy.trafficShift.destinations[0].weight",
                     code="InvalidWeights",
                 )
             )

@@ -16,16 +16,19 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from reconciler.findings import Finding, Location, ObjectKey, Severity, error, warning
+from reconciler.findings import FieldPath, Finding, Location, ObjectKey, Severity, error, warning
 from reconciler.policy.model import POLICY_KINDS, AnyPolicy, PolicyObject
 from reconciler.repo_config import FILENAME as REPO_CONFIG_FILENAME
+from reconciler.validation import validation_problems
+from reconciler.yamlio import SafeLoader
 
-PathKey = tuple[str | int, ...]
+Positions = dict[FieldPath, tuple[int, int]]
+"""(line, column) of every field of a document (a mapping key's position is the key's own)."""
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 """Files above this size are refused (a policy file is kilobytes; megabytes mean a mistake)."""
@@ -47,26 +50,39 @@ of a policy, never somebody else's object, so it is an error rather than a skipp
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
-# libyaml's parser (when PyYAML was built with it) is ~10x faster and reports the same marks.
-_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+P = TypeVar("P", bound=PolicyObject, covariant=True)
+K = TypeVar("K", bound=PolicyObject)
 
 
 @dataclass(frozen=True, eq=False)
-class LoadedPolicy:
-    """A valid policy plus where it came from."""
+class Loaded(Generic[P]):
+    """A valid policy plus where it came from; ``Loaded[VirtualDestination]`` for one kind."""
 
-    obj: AnyPolicy
+    obj: P
     location: Location
     spec_hash: str
-    positions: dict[PathKey, tuple[int, int]] = field(repr=False, compare=False, default_factory=dict)
+    positions: Positions = field(repr=False, compare=False, default_factory=dict)
 
     @property
     def key(self) -> ObjectKey:
         return ObjectKey(self.obj.kind, self.obj.namespace, self.obj.name)
 
-    def location_of(self, path: PathKey) -> Location:
+    def location_of(self, path: FieldPath) -> Location:
         """Best location for a field path: the field itself, else its closest ancestor."""
         return _locate(self.positions, path, self.location)
+
+    def error_at(self, path: FieldPath, message: str, *, code: str) -> Finding:
+        """An error about the field at ``path`` of this policy: located there, and naming it."""
+        return error(message, location=self.location_of(path), object=self.key, path=path, code=code)
+
+    def warning_at(self, path: FieldPath, message: str, *, code: str) -> Finding:
+        """A warning about the field at ``path`` of this policy: located there, and naming it."""
+        return warning(message, location=self.location_of(path), object=self.key, path=path, code=code)
+
+
+LoadedPolicy = Loaded[AnyPolicy]
+"""A valid policy of any kind."""
 
 
 @dataclass
@@ -87,8 +103,10 @@ class PolicySet:
     def errors(self) -> list[Finding]:
         return [f for f in self.findings if f.is_error]
 
-    def by_kind(self, kind: str) -> list[LoadedPolicy]:
-        return [p for p in self.policies if p.obj.kind == kind]
+    def by_kind(self, model: type[K]) -> list[Loaded[K]]:
+        """The valid policies of one kind, typed as such: ``by_kind(VirtualDestination)``."""
+        # The isinstance test is what makes the cast true (Loaded is covariant in its policy type).
+        return [cast(Loaded[K], p) for p in self.policies if isinstance(p.obj, model)]
 
     def get(self, key: ObjectKey) -> LoadedPolicy | None:
         for p in self.policies:
@@ -180,7 +198,7 @@ def _rel(path: Path, root: Path) -> str:
 @dataclass
 class _Document:
     data: Any
-    positions: dict[PathKey, tuple[int, int]]
+    positions: Positions
     line: int
     column: int
     findings: list[Finding]
@@ -197,7 +215,7 @@ def _parse_documents(text: str, rel: str) -> tuple[list[_Document], Finding | No
     deep, a scalar its tag cannot hold) is returned *refused*, and the documents after it still
     load; a syntax error ends the stream (the parser cannot resynchronise).
     """
-    loader = _SafeLoader(text)
+    loader = SafeLoader(text)
     docs: list[_Document] = []
     try:
         while loader.check_node():
@@ -207,7 +225,7 @@ def _parse_documents(text: str, rel: str) -> tuple[list[_Document], Finding | No
             here = (node.start_mark.line + 1, node.start_mark.column + 1)
             refusal = _refuse_shape(node, rel)
             if refusal is None:
-                positions: dict[PathKey, tuple[int, int]] = {}
+                positions: Positions = {}
                 findings: list[Finding] = []
                 _record_positions(node, (), positions, findings, rel, set())
                 data, refusal = _construct(loader, node, rel)
@@ -383,8 +401,8 @@ def _scalar_fields(node: yaml.Node) -> dict[str, str]:
 
 def _record_positions(
     node: yaml.Node,
-    path: PathKey,
-    out: dict[PathKey, tuple[int, int]],
+    path: FieldPath,
+    out: Positions,
     findings: list[Finding],
     rel: str,
     seen: set[int],
@@ -405,7 +423,7 @@ def _record_positions(
                     error(
                         f"duplicate key {key!r} (first at line {keys_seen[key][0]}); YAML keeps only the last one",
                         location=Location(rel, *pos),
-                        field=_format_path((*path, key)),
+                        path=(*path, key),
                         code="DuplicateKey",
                     )
                 )
@@ -418,22 +436,12 @@ def _record_positions(
             _record_positions(item, (*path, i), out, findings, rel, seen)
 
 
-def _locate(positions: dict[PathKey, tuple[int, int]], path: PathKey, fallback: Location) -> Location:
+def _locate(positions: Positions, path: FieldPath, fallback: Location) -> Location:
     for n in range(len(path), -1, -1):
-        pos = positions.get(tuple(path[:n]))
+        pos = positions.get(path[:n])
         if pos is not None:
             return Location(fallback.file, *pos)
     return fallback
-
-
-def _format_path(path: PathKey) -> str:
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -467,65 +475,13 @@ def _identity(raw: dict[str, Any]) -> ObjectKey | None:
     return ObjectKey(kind, namespace, name)
 
 
-def _known_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """Field aliases accepted at ``loc`` (for "did you mean" hints on unknown fields)."""
-    current: Any = model
-    for part in loc:
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return []
-        if isinstance(part, int):
-            continue
-        found = None
-        for name, info in current.model_fields.items():
-            aliases = {name, info.alias}
-            va = info.validation_alias
-            if isinstance(va, str):
-                aliases.add(va)
-            elif va is not None and hasattr(va, "choices"):
-                aliases.update(c for c in va.choices if isinstance(c, str))
-            if part in aliases:
-                found = info.annotation
-                break
-        if found is None:
-            return []
-        current = _unwrap_model(found)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return [info.alias or name for name, info in current.model_fields.items()]
-    return []
-
-
-def _unwrap_model(annotation: Any) -> Any:
-    """Find the BaseModel inside Optional[...] / list[...] / Annotated[...]."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        found = _unwrap_model(arg)
-        if found is not None:
-            return found
-    return None
-
-
 def validation_findings(
     exc: ValidationError, model: type[BaseModel], key: ObjectKey | None, doc: _Document, rel: str
 ) -> list[Finding]:
     out = []
     fallback = Location(rel, doc.line, doc.column)
-    for err in exc.errors(include_url=False):
-        loc = tuple(err["loc"])
-        msg = err["msg"]
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
-        if err["type"] == "extra_forbidden":
-            known = _known_fields(model, loc[:-1])
-            hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
-            msg = "unknown field" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-            if known:
-                msg += f"; allowed here: {', '.join(sorted(known))}"
-        elif err["type"] == "missing":
-            msg = "required field is missing"
-        out.append(
-            error(msg, location=_locate(doc.positions, loc, fallback), object=key, field=_format_path(loc))
-        )
+    for loc, msg in validation_problems(exc, model):
+        out.append(error(msg, location=_locate(doc.positions, loc, fallback), object=key, path=loc))
     return out
 
 
@@ -614,11 +570,10 @@ def _load_document(
         for i, item in enumerate(data["items"]):
             sub = {p[2:]: v for p, v in doc.positions.items() if p[:2] == ("items", i)}
             line, col = doc.positions.get(("items", i), (doc.line, doc.column))
-            prefix = f"items[{i}]"
             own = []
             for n, f in enumerate(doc.findings):
-                if f.field.startswith((prefix + ".", prefix + "[")):
-                    own.append(dataclasses.replace(f, field=f.field[len(prefix) :].lstrip(".")))
+                if f.path[:2] == ("items", i) and len(f.path) > 2:
+                    own.append(dataclasses.replace(f, path=f.path[2:]))
                     claimed.add(n)
             _load_document(_Document(item, sub, line, col, own), rel, result, first_seen)
         result.findings.extend(f for n, f in enumerate(doc.findings) if n not in claimed)
@@ -693,8 +648,9 @@ def _load_document(
             result.invalid[key] = here
         return
     assert isinstance(obj, PolicyObject)
+    policy = cast(AnyPolicy, obj)  # POLICY_KINDS maps each kind to its model
     result.policies.append(
-        LoadedPolicy(obj=obj, location=here, spec_hash=spec_hash(data.get("spec")), positions=doc.positions)  # type: ignore[arg-type]
+        Loaded(obj=policy, location=here, spec_hash=spec_hash(data.get("spec")), positions=doc.positions)
     )
 
 
@@ -767,7 +723,7 @@ def _unknown_kind(
             f"policy the reconciler cannot read would silently stop being applied (understood: {understood})",
             location=at,
             object=key,
-            field="kind",
+            path=("kind",),
             code="UnknownKind",
         )
     )

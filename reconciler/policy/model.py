@@ -142,13 +142,13 @@ class DestinationSelector(Strict):
         return self
 
 
-class Locality(Strict):
+class LocalitySpec(Strict):
     region: str = Field(min_length=1)
     zone: str | None = None
     sub_zone: str | None = None
 
     @model_validator(mode="after")
-    def _nested(self) -> Locality:
+    def _nested(self) -> LocalitySpec:
         if self.sub_zone and not self.zone:
             raise ValueError("subZone needs zone")
         for part in (self.region, self.zone, self.sub_zone):
@@ -250,8 +250,8 @@ class MeshList(Strict):
 class FailoverDirective(Strict):
     """Clients in ``from`` fail over to ``to`` in order (region, zone or subzone granularity)."""
 
-    from_: Locality = Field(alias="from")
-    to: list[Locality] = Field(min_length=1)
+    from_: LocalitySpec = Field(alias="from")
+    to: list[LocalitySpec] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _not_self(self) -> FailoverDirective:

@@ -20,8 +20,9 @@ import shutil
 import tempfile
 import urllib.parse
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from reconciler.repo_config import repo_subdir
 from reconciler.source._runner import DEFAULT_TIMEOUT, GitRunner, classify
 from reconciler.source.auth import Credentials, GitAuth, git_session
 from reconciler.source.errors import SourceError, SourceErrorKind
@@ -108,11 +109,9 @@ def check_ref_name(value: str, what: str) -> str:
 
 def normalize_status_dir(status_dir: str) -> str:
     """``status`` / ``sub/status`` as a clean relative POSIX path ("" means the whole repository)."""
-    path = PurePosixPath(status_dir.replace("\\", "/"))
-    if path.is_absolute() or ".." in path.parts:
-        raise ValueError(f"status directory must be relative and inside the repository, got {status_dir!r}")
-    text = path.as_posix()
-    return "" if text == "." else text
+    if status_dir.strip() in ("", ".", "./"):
+        return ""
+    return repo_subdir(status_dir)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import enum
 
+from reconciler.errors import ReconcilerError
+
 
 class SourceErrorKind(enum.StrEnum):
     UNREACHABLE = "unreachable"
@@ -27,7 +29,7 @@ class SourceErrorKind(enum.StrEnum):
     """A local git operation failed (corrupt cache, disk full)."""
 
 
-class SourceError(Exception):
+class SourceError(ReconcilerError):
     """Fetching policy or pushing status failed; ``str(err)`` is redacted and says what to fix."""
 
     def __init__(self, message: str, kind: SourceErrorKind = SourceErrorKind.LOCAL) -> None:

@@ -22,22 +22,22 @@ from typing import Any
 import yaml
 
 from reconciler.findings import ObjectKey
+from reconciler.repo_config import repo_subdir
 from reconciler.status.build import StatusDoc, status_summary
+from reconciler.yamlio import load, to_yaml
 
 HEADER = "# Written by mesh-reconciler after each run; edits are overwritten. See README.md here.\n"
 README = "README.md"
 MAX_STATUS_FILE_BYTES = 1024 * 1024
 """Larger files in the status directory are not ours: skip them rather than parse them."""
 
-_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_SafeDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-
 
 def _status_root(root: Path, status_path: str) -> Path:
     """The status directory; refuses paths that would write outside ``root`` (``../``, absolute)."""
-    rel = PurePosixPath(status_path.replace("\\", "/"))
-    if rel.is_absolute() or ".." in rel.parts or rel.as_posix() in ("", "."):
-        raise ValueError(f"status path must be a subdirectory of the repository, got {status_path!r}")
+    try:
+        rel = PurePosixPath(repo_subdir(status_path))
+    except ValueError as exc:
+        raise ValueError(f"status path {exc}") from None
     status_root = root.joinpath(*rel.parts)
     try:
         status_root.resolve().relative_to(root.resolve())
@@ -133,10 +133,7 @@ def _key_of(path: Path, status_root: Path, data: dict[str, Any]) -> ObjectKey | 
 
 
 def render_doc(doc: StatusDoc) -> str:
-    body = yaml.dump(
-        doc, Dumper=_SafeDumper, sort_keys=True, default_flow_style=False, allow_unicode=True, width=100
-    )
-    return HEADER + body
+    return HEADER + to_yaml(doc)
 
 
 def _report_files(status_root: Path) -> list[Path]:
@@ -158,7 +155,7 @@ def read_status_dir(root: Path, status_path: str) -> dict[ObjectKey, StatusDoc]:
         try:
             if path.is_symlink() or path.stat().st_size > MAX_STATUS_FILE_BYTES:
                 continue
-            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_SafeLoader)
+            data = load(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
             continue
         if not isinstance(data, dict) or not isinstance(data.get("status"), dict):

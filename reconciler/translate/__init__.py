@@ -8,15 +8,14 @@ DestinationRule field X come from".
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
-from reconciler.clusters.inventory import MANAGED_BY_LABEL, MANAGED_BY_VALUE, SOURCES_ANNOTATION, Inventory
+from reconciler.clusters.inventory import Inventory
 from reconciler.findings import ObjectKey, error
 from reconciler.policy.loader import PolicySet
-from reconciler.policy.model import VirtualDestination, VirtualMesh
+from reconciler.policy.model import TrafficPolicy, VirtualDestination, VirtualMesh
 from reconciler.tenancy import DEFAULT_TENANCY, Tenancy
-from reconciler.translate.names import NameAllocator, allocate_virtual_ips
+from reconciler.translate.context import TranslationContext
+from reconciler.translate.names import allocate_virtual_ips
 from reconciler.translate.result import DesiredObject, PolicyOutcome, SelectedDestination, Translation
 from reconciler.translate.traffic_policy import translate_traffic_policies
 from reconciler.translate.virtual_destination import translate_virtual_destinations
@@ -35,23 +34,6 @@ MANAGED_KINDS = ("ServiceEntry", "DestinationRule", "VirtualService")
 
 TENANCY_VIOLATION = "NamespaceNotAllowed"
 """Finding code of a policy that would write outside its reconciler.yaml tenancy boundaries."""
-
-
-@dataclass
-class _Context:
-    cluster_domain: str = "cluster.local"
-    names: NameAllocator = field(default_factory=NameAllocator)
-
-    def metadata(self, name: str, namespace: str, sources: Iterable[ObjectKey]) -> dict[str, Any]:
-        return {
-            "name": name,
-            "namespace": namespace,
-            "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE},
-            "annotations": {SOURCES_ANNOTATION: ",".join(sorted(k.ref for k in sources))},
-        }
-
-    def add(self, obj: DesiredObject, out: Translation) -> None:
-        out.objects.setdefault(obj.cluster, []).append(obj)
 
 
 def translate(
@@ -99,12 +81,12 @@ def _translate_once(
     excluded: Mapping[ObjectKey, PolicyOutcome],
 ) -> Translation:
     out = Translation()
-    ctx = _Context(cluster_domain=cluster_domain)
+    ctx = TranslationContext(cluster_domain=cluster_domain)
     for p in policies.policies:
         out.outcome(p.key)
 
-    meshes = {p.key: p.obj for p in policies.by_kind("VirtualMesh") if isinstance(p.obj, VirtualMesh)}
-    all_vds = policies.by_kind("VirtualDestination")
+    meshes = {p.key: p.obj for p in policies.by_kind(VirtualMesh)}
+    all_vds = policies.by_kind(VirtualDestination)
     vd_policies = [p for p in all_vds if p.key not in excluded]
     # Addresses over every VirtualDestination, excluded and invalid ones included, so one becoming
     # invalid never moves another's virtual IP.
@@ -113,13 +95,9 @@ def _translate_once(
     )
     translate_virtual_destinations(vd_policies, meshes, inventory, configured, addresses, ctx, out)
 
-    valid_vds = {
-        p.key: p.obj
-        for p in vd_policies
-        if isinstance(p.obj, VirtualDestination) and not out.outcome(p.key).blocking
-    }
-    tps = [p for p in policies.by_kind("TrafficPolicy") if p.key not in excluded]
-    translate_traffic_policies(tps, valid_vds, inventory, configured, ctx, out)
+    valid_vds = {p.key: p.obj for p in vd_policies if not out.outcome(p.key).blocking}
+    tps = [p for p in policies.by_kind(TrafficPolicy) if p.key not in excluded]
+    translate_traffic_policies(tps, valid_vds, inventory, ctx, out)
 
     for key, outcome in out.outcomes.items():
         if outcome.blocking:

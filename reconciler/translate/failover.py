@@ -36,10 +36,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from reconciler.locality import SUBZONE_LABEL, ZONE_LABEL, Locality
-from reconciler.policy.model import FailoverDirective
+from reconciler.policy import model
+from reconciler.translate.result import JSON
 
 LABEL_PREFIX = "failover.mesh-reconciler.io/"
 RANK_LABEL = LABEL_PREFIX + "rank"
@@ -55,8 +55,8 @@ class Directive:
     targets: tuple[Locality, ...]
 
     @classmethod
-    def from_model(cls, d: FailoverDirective) -> Directive:
-        def conv(loc: Any) -> Locality:
+    def from_model(cls, d: model.FailoverDirective) -> Directive:
+        def conv(loc: model.LocalitySpec) -> Locality:
             return Locality(loc.region, loc.zone or "", loc.sub_zone or "")
 
         return cls(conv(d.from_), tuple(conv(t) for t in d.to))
@@ -73,7 +73,7 @@ def _specificity(loc: Locality) -> int:
 @dataclass
 class FailoverPlan:
     mode: str
-    lb_setting: dict[str, Any]
+    lb_setting: JSON
     max_rank: int = 0
     rank: Callable[[Locality | None, int], int] | None = None
     """(endpoint locality, index of the backing destination) -> rank; None when no labels are used."""

@@ -7,14 +7,17 @@ from typing import Any
 
 from reconciler.findings import Finding, ObjectKey
 
-ObjectRef = tuple[str, str, str, str]
+JSON = dict[str, Any]
+"""A JSON object: the body of a Kubernetes object, or a part of one."""
+
+RenderedRef = tuple[str, str, str, str]
 """(cluster, kind, namespace, name) of a generated object."""
 
 
 @dataclass
 class DesiredObject:
     cluster: str
-    body: dict[str, Any]
+    body: JSON
     sources: tuple[ObjectKey, ...]
     depends_on: frozenset[str] = frozenset()
     """Clusters whose discovered state shaped this object. If one of them could not be discovered
@@ -33,7 +36,7 @@ class DesiredObject:
         return str(self.body["metadata"]["name"])
 
     @property
-    def ref(self) -> ObjectRef:
+    def ref(self) -> RenderedRef:
         return (self.cluster, self.kind, self.namespace, self.name)
 
 
@@ -47,7 +50,7 @@ class SelectedDestination:
     localities: tuple[str, ...]
     endpoints: int
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSON:
         return {
             "kubeService": {"name": self.name, "namespace": self.namespace, "clusterName": self.cluster},
             "localities": list(self.localities),
@@ -63,7 +66,7 @@ class PolicyOutcome:
     findings: list[Finding] = field(default_factory=list)
     clusters: set[str] = field(default_factory=set)
     """Clusters this policy writes to (its targets)."""
-    objects: list[ObjectRef] = field(default_factory=list)
+    objects: list[RenderedRef] = field(default_factory=list)
     selected: list[SelectedDestination] = field(default_factory=list)
     unresolved: str = ""
     """Non-empty when a selector or reference resolved to nothing (ResolvedRefs=False)."""
@@ -91,6 +94,9 @@ class Translation:
         if key not in self.outcomes:
             self.outcomes[key] = PolicyOutcome(key)
         return self.outcomes[key]
+
+    def add(self, obj: DesiredObject) -> None:
+        self.objects.setdefault(obj.cluster, []).append(obj)
 
     def all_objects(self) -> list[DesiredObject]:
         return [o for cluster in sorted(self.objects) for o in self.objects[cluster]]

@@ -17,12 +17,11 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from reconciler.clusters.inventory import Inventory, Service
-from reconciler.findings import Finding, ObjectKey, error, warning
+from reconciler.findings import FieldPath, Finding, ObjectKey, warning
 from reconciler.policy.durations import format_duration
-from reconciler.policy.loader import LoadedPolicy
+from reconciler.policy.loader import Loaded
 from reconciler.policy.model import (
     CorsPolicy,
     HeaderManipulation,
@@ -33,8 +32,9 @@ from reconciler.policy.model import (
     VirtualDestination,
     effective_outlier_detection,
 )
+from reconciler.translate.context import TranslationContext
 from reconciler.translate.names import sanitize
-from reconciler.translate.result import DesiredObject, Translation
+from reconciler.translate.result import JSON, DesiredObject, Translation
 from reconciler.translate.virtual_destination import outlier_detection_spec, select_services
 
 CONFLICT = "Conflict"
@@ -45,8 +45,8 @@ ROUTE_FIELDS = ("route", "retries", "timeout", "fault", "mirror", "mirrorPercent
 
 @dataclass
 class _Route:
-    match: list[dict[str, Any]]
-    fields: dict[str, Any] = field(default_factory=dict)
+    match: list[JSON]
+    fields: JSON = field(default_factory=dict)
     owners: dict[str, ObjectKey] = field(default_factory=dict)
     sources: set[ObjectKey] = field(default_factory=set)
 
@@ -55,7 +55,7 @@ class _Route:
 class _ServiceConfig:
     service: Service
     routes: dict[str, _Route] = field(default_factory=dict)
-    dr_fields: dict[str, Any] = field(default_factory=dict)
+    dr_fields: JSON = field(default_factory=dict)
     dr_owners: dict[str, ObjectKey] = field(default_factory=dict)
     subsets: dict[str, dict[str, str]] = field(default_factory=dict)
     vs_sources: set[ObjectKey] = field(default_factory=set)
@@ -63,32 +63,29 @@ class _ServiceConfig:
 
 
 def translate_traffic_policies(
-    tps: list[LoadedPolicy],
+    tps: list[Loaded[TrafficPolicy]],
     vds: dict[ObjectKey, VirtualDestination],
     inventory: Inventory,
-    configured_clusters: set[str],
-    ctx: Any,
+    ctx: TranslationContext,
     out: Translation,
 ) -> None:
     configs: dict[tuple[str, str, str], _ServiceConfig] = {}
     for policy in sorted(tps, key=lambda p: p.key):
-        assert isinstance(policy.obj, TrafficPolicy)
-        _apply_policy(policy, policy.obj, vds, inventory, configured_clusters, configs, ctx, out)
+        _apply_policy(policy, vds, inventory, configs, ctx, out)
     for key in sorted(configs):
         _emit(configs[key], ctx, out)
 
 
 def _apply_policy(
-    policy: LoadedPolicy,
-    tp: TrafficPolicy,
+    policy: Loaded[TrafficPolicy],
     vds: dict[ObjectKey, VirtualDestination],
     inventory: Inventory,
-    configured_clusters: set[str],
     configs: dict[tuple[str, str, str], _ServiceConfig],
-    ctx: Any,
+    ctx: TranslationContext,
     out: Translation,
 ) -> None:
     outcome = out.outcome(policy.key)
+    tp = policy.obj
     spec = tp.spec
     if spec.destination_selector:
         services = select_services(inventory, spec.destination_selector)
@@ -96,11 +93,9 @@ def _apply_policy(
         services = list(inventory.services())  # Gloo Mesh: no selector = every service
     if not services:
         outcome.findings.append(
-            error(
+            policy.error_at(
+                ("spec", "destinationSelector"),
                 "destinationSelector matches no service in any discovered cluster",
-                location=policy.location_of(("spec", "destinationSelector")),
-                object=policy.key,
-                field="spec.destinationSelector",
                 code="NoDestinations",
             )
         )
@@ -110,7 +105,7 @@ def _apply_policy(
     for service in services:
         if not _source_cluster_selected(tp, service.cluster):
             continue
-        contribution, dr, subsets, problems = _contribution(policy, tp, service, vds, inventory, ctx)
+        contribution, dr, subsets, problems = _contribution(policy, service, vds, inventory, ctx)
         outcome.findings.extend(problems)
         contributions.append((service, contribution, dr, subsets))
     if outcome.errors:
@@ -118,17 +113,10 @@ def _apply_policy(
     match = _matches(tp.spec.http_request_matchers, tp)
     for service, contribution, dr, subsets in contributions:
         config = configs.setdefault(service.key, _ServiceConfig(service))
-        conflicts = _merge(policy.key, service, config, match, contribution, dr, subsets, ctx)
+        conflicts = _merge(policy.key, service, config, match, contribution, dr, subsets)
         if conflicts:
             outcome.findings.extend(
-                error(
-                    msg,
-                    object=policy.key,
-                    location=policy.location_of(("spec", "policy")),
-                    field="spec.policy",
-                    code=CONFLICT,
-                )
-                for msg in conflicts
+                policy.error_at(("spec", "policy"), msg, code=CONFLICT) for msg in conflicts
             )
             continue
         outcome.clusters.add(service.cluster)
@@ -153,30 +141,24 @@ def _source_cluster_selected(tp: TrafficPolicy, cluster: str) -> bool:
 
 
 def _contribution(
-    policy: LoadedPolicy,
-    tp: TrafficPolicy,
+    policy: Loaded[TrafficPolicy],
     service: Service,
     vds: dict[ObjectKey, VirtualDestination],
     inventory: Inventory,
-    ctx: Any,
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, str]], list[Finding]]:
+    ctx: TranslationContext,
+) -> tuple[JSON, JSON, dict[str, dict[str, str]], list[Finding]]:
+    tp = policy.obj
     p: Policy = tp.spec.policy
-    fields: dict[str, Any] = {}
-    dr: dict[str, Any] = {}
+    fields: JSON = {}
+    dr: JSON = {}
     subsets: dict[str, dict[str, str]] = {}
     problems: list[Finding] = []
     domain = ctx.cluster_domain
-    base = ("spec", "policy")
 
-    def problem(msg: str, path: tuple[str | int, ...]) -> None:
+    def problem(msg: str, path: FieldPath) -> None:
+        """``path`` is relative to ``spec.policy``."""
         problems.append(
-            error(
-                f"{service}: {msg}",
-                location=policy.location_of((*base, *path)),
-                object=policy.key,
-                field=".".join(str(x) for x in ("spec", "policy", *path)),
-                code="InvalidDestination",
-            )
+            policy.error_at(("spec", "policy", *path), f"{service}: {msg}", code="InvalidDestination")
         )
 
     if p.traffic_shift is not None:
@@ -186,7 +168,7 @@ def _contribution(
             weight = dest.weight if dest.weight is not None else (100 // len(p.traffic_shift.destinations))
             if not explicit and i == 0:
                 weight += 100 - (100 // len(p.traffic_shift.destinations)) * len(p.traffic_shift.destinations)
-            destination: dict[str, Any]
+            destination: JSON
             if dest.virtual_destination is not None:
                 ref = dest.virtual_destination
                 key = ObjectKey("VirtualDestination", ref.namespace or tp.namespace, ref.name)
@@ -246,7 +228,7 @@ def _contribution(
                             ("trafficShift", "destinations", i),
                         )
                         continue
-            route: dict[str, Any] = {"destination": destination, "weight": weight}
+            route: JSON = {"destination": destination, "weight": weight}
             if dest.options is not None and dest.options.header_manipulation is not None:
                 route["headers"] = _headers(dest.options.header_manipulation)
             routes.append(route)
@@ -255,7 +237,7 @@ def _contribution(
             routes[0]["weight"] = 100
         fields["route"] = routes
     if p.retries is not None:
-        retries: dict[str, Any] = {"attempts": p.retries.attempts}
+        retries: JSON = {"attempts": p.retries.attempts}
         if p.retries.per_try_timeout is not None:
             retries["perTryTimeout"] = format_duration(p.retries.per_try_timeout)
         fields["retries"] = retries
@@ -283,7 +265,7 @@ def _contribution(
                     f"mirror target {m.kube_service.namespace}/{m.kube_service.name} not found", ("mirror",)
                 )
             else:
-                mirror: dict[str, Any] = {"host": target.fqdn(domain)}
+                mirror: JSON = {"host": target.fqdn(domain)}
                 if m.port is not None:
                     if all(sp.port != m.port for sp in target.ports):
                         problem(f"port {m.port} does not exist on mirror target {target}", ("mirror", "port"))
@@ -318,14 +300,14 @@ def subset_name(labels: dict[str, str]) -> str:
     return sanitize("-".join(f"{k}-{v}" for k, v in sorted(labels.items())))
 
 
-def _headers(h: HeaderManipulation) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    request: dict[str, Any] = {}
+def _headers(h: HeaderManipulation) -> JSON:
+    out: JSON = {}
+    request: JSON = {}
     if h.append_request_headers:
         request["add"] = dict(sorted(h.append_request_headers.items()))
     if h.remove_request_headers:
         request["remove"] = list(h.remove_request_headers)
-    response: dict[str, Any] = {}
+    response: JSON = {}
     if h.append_response_headers:
         response["add"] = dict(sorted(h.append_response_headers.items()))
     if h.remove_response_headers:
@@ -356,8 +338,8 @@ def string_match(m: StringMatch) -> dict[str, str]:
     return {"regex": m.regex or ""}
 
 
-def _cors(c: CorsPolicy) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _cors(c: CorsPolicy) -> JSON:
+    out: JSON = {}
     if c.allow_origins:
         out["allowOrigins"] = [string_match(o) for o in c.allow_origins]
     if c.allow_methods:
@@ -373,8 +355,8 @@ def _cors(c: CorsPolicy) -> dict[str, Any]:
     return out
 
 
-def _http_match(m: HttpRequestMatcher) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _http_match(m: HttpRequestMatcher) -> JSON:
+    out: JSON = {}
     if m.uri is not None:
         out["uri"] = string_match(m.uri)
     elif m.prefix is not None:
@@ -383,8 +365,8 @@ def _http_match(m: HttpRequestMatcher) -> dict[str, Any]:
         out["uri"] = {"exact": m.exact}
     elif m.regex is not None:
         out["uri"] = {"regex": m.regex}
-    headers: dict[str, Any] = {}
-    without: dict[str, Any] = {}
+    headers: JSON = {}
+    without: JSON = {}
     for h in m.headers:
         # No value: a presence match (Gloo Mesh produced exact "" here).
         value = {"regex": ".*"} if h.value is None else {"regex": h.value} if h.regex else {"exact": h.value}
@@ -402,13 +384,13 @@ def _http_match(m: HttpRequestMatcher) -> dict[str, Any]:
     return out
 
 
-def _matches(matchers: list[HttpRequestMatcher], tp: TrafficPolicy) -> list[dict[str, Any]]:
+def _matches(matchers: list[HttpRequestMatcher], tp: TrafficPolicy) -> list[JSON]:
     """Cartesian product of source selectors (namespaces/labels) and HTTP matchers."""
     http = [_http_match(m) for m in matchers] or [{}]
-    sources: list[dict[str, Any]] = []
+    sources: list[JSON] = []
     for sel in tp.spec.source_selector:
         wm = sel.kube_workload_matcher
-        base: dict[str, Any] = {}
+        base: JSON = {}
         if wm.labels:
             base["sourceLabels"] = dict(sorted(wm.labels.items()))
         if wm.namespaces:
@@ -424,11 +406,10 @@ def _merge(
     owner: ObjectKey,
     service: Service,
     config: _ServiceConfig,
-    match: list[dict[str, Any]],
-    fields: dict[str, Any],
-    dr: dict[str, Any],
+    match: list[JSON],
+    fields: JSON,
+    dr: JSON,
     subsets: dict[str, dict[str, str]],
-    ctx: Any,
 ) -> list[str]:
     """Merge one policy's fields for one service; all-or-nothing. Returns conflict messages."""
     match_key = json.dumps(match, sort_keys=True)
@@ -471,11 +452,11 @@ def _merge(
     return []
 
 
-def _describe_match(match: list[dict[str, Any]]) -> str:
+def _describe_match(match: list[JSON]) -> str:
     return "(all requests)" if not match else json.dumps(match, sort_keys=True, separators=(",", ":"))
 
 
-def _route_order(route: _Route) -> tuple[Any, ...]:
+def _route_order(route: _Route) -> tuple[int | str, ...]:
     """More specific matches first; the catch-all route last (first match wins in Envoy)."""
     if not route.match:
         return (1,)
@@ -493,13 +474,13 @@ def _route_order(route: _Route) -> tuple[Any, ...]:
     )
 
 
-def _emit(config: _ServiceConfig, ctx: Any, out: Translation) -> None:
+def _emit(config: _ServiceConfig, ctx: TranslationContext, out: Translation) -> None:
     svc = config.service
     host = svc.fqdn(ctx.cluster_domain)
     if config.routes:
         http = []
         for route in sorted(config.routes.values(), key=_route_order):
-            entry: dict[str, Any] = {}
+            entry: JSON = {}
             if route.match:
                 entry["match"] = route.match
             entry["route"] = route.fields.get("route") or [{"destination": {"host": host}}]
@@ -511,14 +492,14 @@ def _emit(config: _ServiceConfig, ctx: Any, out: Translation) -> None:
         name = ctx.names.allocate(
             svc.cluster, "VirtualService", svc.namespace, svc.name, "|".join(k.ref for k in sources)
         )
-        body = {
+        body: JSON = {
             "apiVersion": "networking.istio.io/v1",
             "kind": "VirtualService",
             "metadata": ctx.metadata(name, svc.namespace, sources),
             "spec": {"hosts": [host], "http": http},
         }
         obj = DesiredObject(svc.cluster, body, tuple(sources), frozenset({svc.cluster}))
-        ctx.add(obj, out)
+        out.add(obj)
         for key in sources:
             out.outcome(key).objects.append(obj.ref)
     if config.dr_fields or config.subsets:
@@ -526,7 +507,7 @@ def _emit(config: _ServiceConfig, ctx: Any, out: Translation) -> None:
         name = ctx.names.allocate(
             svc.cluster, "DestinationRule", svc.namespace, svc.name, "|".join(k.ref for k in sources)
         )
-        spec: dict[str, Any] = {"host": host}
+        spec: JSON = {"host": host}
         if config.dr_fields:
             spec["trafficPolicy"] = {k: config.dr_fields[k] for k in sorted(config.dr_fields)}
         if config.subsets:
@@ -538,6 +519,6 @@ def _emit(config: _ServiceConfig, ctx: Any, out: Translation) -> None:
             "spec": spec,
         }
         obj = DesiredObject(svc.cluster, body, tuple(sources), frozenset({svc.cluster}))
-        ctx.add(obj, out)
+        out.add(obj)
         for key in sources:
             out.outcome(key).objects.append(obj.ref)

@@ -2,15 +2,25 @@
 
 In each target cluster C:
 
-* **ServiceEntry** for the global hostname (``MESH_INTERNAL``, a stable virtual address, the port).
-  Endpoints: every ready endpoint of a backing service *in C* directly (its pod address and target
-  port, with the locality of its node), and for a backing service in another cluster D one endpoint
-  per locality of its endpoints at D's east-west gateway (port 15443, weighted by endpoint count),
-  carrying that locality. Each endpoint is labelled with its cluster and, when ranks are used, its
-  failover rank.
-* **DestinationRule** for the hostname: outlier detection from the policy (defaults filled in; Istio
-  ignores locality failover without it), ``maxEjectionPercent`` 100 by default, locality load
-  balancing on, failover directives compiled by :mod:`reconciler.translate.failover`.
+* **ServiceEntry** for the global hostname (``MESH_INTERNAL``, a stable virtual address, the port;
+  resolution ``STATIC`` when every endpoint address is an IP, else ``DNS``). One endpoint per backing
+  service, carrying the service's locality (:func:`reconciler.clusters.inventory.service_locality`:
+  the region only when its ready endpoints span zones, none when they span regions):
+
+  - a service *in C*: its ClusterIP and the selected service port (stable between runs, unlike pod
+    addresses); a headless one instead gets one endpoint per ready pod address, with its port and
+    the locality of its node;
+  - a service in another cluster D: D's east-west gateway address and its ``tls`` port (15443 by
+    default).
+
+  Each endpoint is labelled with the cluster it stands for, ``security.istio.io/tlsMode: istio`` and,
+  when ranks are used, its failover rank labels. Endpoints that come out identical (same address,
+  locality and labels: two backing services behind one gateway) are merged into one whose
+  ``weight`` is how many they were; no other endpoint has a weight.
+* **DestinationRule** for the hostname: ``ISTIO_MUTUAL`` TLS, outlier detection from the policy
+  (defaults filled in; Istio ignores locality failover without it), ``maxEjectionPercent`` 100 by
+  default, locality load balancing on, failover directives compiled by
+  :mod:`reconciler.translate.failover`.
 
 Target clusters are the members of the VirtualMesh (or the mesh list) *plus* every cluster that hosts
 a backing service: a remote gateway in ``AUTO_PASSTHROUGH`` mode routes by SNI to its own
@@ -22,21 +32,22 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from reconciler.clusters.inventory import ClusterState, Endpoint, Inventory, Service, ServicePort
-from reconciler.findings import ObjectKey, error, warning
+from reconciler.findings import ObjectKey, warning
 from reconciler.locality import Locality
 from reconciler.policy.durations import format_duration
-from reconciler.policy.loader import LoadedPolicy
+from reconciler.policy.loader import Loaded
 from reconciler.policy.model import (
     DestinationSelector,
+    EffectiveOutlierDetection,
     VirtualDestination,
     VirtualMesh,
     effective_outlier_detection,
 )
+from reconciler.translate.context import TranslationContext
 from reconciler.translate.failover import Directive, FailoverPlan, plan_localized, plan_static
-from reconciler.translate.result import DesiredObject, SelectedDestination, Translation
+from reconciler.translate.result import JSON, DesiredObject, PolicyOutcome, SelectedDestination, Translation
 
 CLUSTER_ENDPOINT_LABEL = "mesh-reconciler.io/cluster"
 """Which cluster an endpoint stands for (``topology.istio.io/cluster`` is overwritten by istiod)."""
@@ -53,32 +64,29 @@ class Backing:
 
 
 def translate_virtual_destinations(
-    vds: list[LoadedPolicy],
+    vds: list[Loaded[VirtualDestination]],
     meshes: dict[ObjectKey, VirtualMesh],
     inventory: Inventory,
     configured_clusters: set[str],
     addresses: dict[ObjectKey, str],
-    ctx: Any,
+    ctx: TranslationContext,
     out: Translation,
 ) -> None:
     for policy in sorted(vds, key=lambda p: p.key):
-        assert isinstance(policy.obj, VirtualDestination)
-        _translate_one(
-            policy, policy.obj, meshes, inventory, configured_clusters, addresses[policy.key], ctx, out
-        )
+        _translate_one(policy, meshes, inventory, configured_clusters, addresses[policy.key], ctx, out)
 
 
 def _translate_one(
-    policy: LoadedPolicy,
-    vd: VirtualDestination,
+    policy: Loaded[VirtualDestination],
     meshes: dict[ObjectKey, VirtualMesh],
     inventory: Inventory,
     configured_clusters: set[str],
     address: str,
-    ctx: Any,
+    ctx: TranslationContext,
     out: Translation,
 ) -> None:
     outcome = out.outcome(policy.key)
+    vd = policy.obj
     spec = vd.spec
 
     # 1. export scope -> clusters
@@ -89,11 +97,9 @@ def _translate_one(
         vm = meshes.get(vm_key)
         if vm is None:
             outcome.findings.append(
-                error(
+                policy.error_at(
+                    ("spec", "virtualMesh"),
                     f"VirtualMesh {vm_key.namespace}/{vm_key.name} is invalid; fix it first",
-                    location=policy.location_of(("spec", "virtualMesh")),
-                    object=policy.key,
-                    field="spec.virtualMesh",
                     code="RefInvalid",
                 )
             )
@@ -122,7 +128,7 @@ def _translate_one(
         )
 
     # 2. backing services, in failover order
-    backings, depends = _select_backings(policy, vd, inventory, configured_clusters, outcome)
+    backings, depends = _select_backings(policy, inventory, configured_clusters, outcome)
     if not backings:
         if not outcome.errors:
             outcome.unresolved = outcome.unresolved or "selectors match no service"
@@ -193,7 +199,7 @@ def _translate_one(
         se_name = ctx.names.allocate(cluster_name, "ServiceEntry", mesh.namespace, natural, owner)
         dr_name = ctx.names.allocate(cluster_name, "DestinationRule", mesh.namespace, natural, owner)
         all_ips = all(_is_ip(e["address"]) for e in endpoints)
-        service_entry = {
+        service_entry: JSON = {
             "apiVersion": "networking.istio.io/v1",
             "kind": "ServiceEntry",
             "metadata": ctx.metadata(se_name, mesh.namespace, [policy.key]),
@@ -206,7 +212,7 @@ def _translate_one(
                 "endpoints": endpoints,
             },
         }
-        destination_rule = {
+        destination_rule: JSON = {
             "apiVersion": "networking.istio.io/v1",
             "kind": "DestinationRule",
             "metadata": ctx.metadata(dr_name, mesh.namespace, [policy.key]),
@@ -221,13 +227,13 @@ def _translate_one(
         }
         for body in (service_entry, destination_rule):
             obj = DesiredObject(cluster_name, body, (policy.key,), frozenset(depends))
-            ctx.add(obj, out)
+            out.add(obj)
             outcome.objects.append(obj.ref)
 
 
-def outlier_detection_spec(od: Any) -> dict[str, Any]:
+def outlier_detection_spec(od: EffectiveOutlierDetection) -> JSON:
     """Istio DestinationRule ``outlierDetection`` from effective (defaults-filled) settings."""
-    spec: dict[str, Any] = {
+    spec: JSON = {
         "consecutive5xxErrors": od.consecutive_5xx_errors,
         "interval": format_duration(od.interval),
         "baseEjectionTime": format_duration(od.base_ejection_time),
@@ -246,14 +252,13 @@ def _cluster_of_mesh_name(mesh_name: str, inventory: Inventory) -> str | None:
 
 
 def _select_backings(
-    policy: LoadedPolicy,
-    vd: VirtualDestination,
+    policy: Loaded[VirtualDestination],
     inventory: Inventory,
     configured_clusters: set[str],
-    outcome: Any,
+    outcome: PolicyOutcome,
 ) -> tuple[list[Backing], set[str]]:
     """Resolve selectors/refs to services and their VirtualDestination port."""
-    spec = vd.spec
+    spec = policy.obj.spec
     depends: set[str] = set()
     selected: list[tuple[Service, int]] = []
     if spec.localized is not None:
@@ -267,11 +272,9 @@ def _select_backings(
             )
             where = f" (clusters not discovered in this run: {', '.join(unreachable)})" if unreachable else ""
             outcome.findings.append(
-                error(
+                policy.error_at(
+                    ("spec", "localized", "destinationSelectors"),
                     f"destinationSelectors match no service in any discovered cluster{where}",
-                    location=policy.location_of(("spec", "localized", "destinationSelectors")),
-                    object=policy.key,
-                    field="spec.localized.destinationSelectors",
                     code="NoDestinations",
                 )
             )
@@ -291,11 +294,9 @@ def _select_backings(
                     else "service not found"
                 )
                 outcome.findings.append(
-                    error(
+                    policy.error_at(
+                        ("spec", "static", "destinations", i),
                         f"static destination {ref.namespace}/{ref.name} in {ref.cluster_name}: {reason}",
-                        location=policy.location_of(("spec", "static", "destinations", i)),
-                        object=policy.key,
-                        field=f"spec.static.destinations[{i}]",
                         code="NoDestinations",
                     )
                 )
@@ -315,11 +316,9 @@ def _select_backings(
                 else f"numbered {spec.port.target_number or spec.port.number}"
             )
             outcome.findings.append(
-                warning(
+                policy.warning_at(
+                    ("spec", "port"),
                     f"service {svc} has no port {want}; it does not back {spec.hostname}",
-                    location=policy.location_of(("spec", "port")),
-                    object=policy.key,
-                    field="spec.port",
                     code="PortNotFound",
                 )
             )
@@ -341,11 +340,9 @@ def _select_backings(
         backings.append(Backing(svc, port, index))
     if not backings:
         outcome.findings.append(
-            error(
+            policy.error_at(
+                ("spec", "port"),
                 f"no selected service has the port of {spec.hostname}; nothing can back it",
-                location=policy.location_of(("spec", "port")),
-                object=policy.key,
-                field="spec.port",
                 code="NoDestinations",
             )
         )
@@ -435,10 +432,10 @@ def _endpoints_for(
     inventory: Inventory,
     plan: FailoverPlan,
     port_name: str,
-    policy: LoadedPolicy,
-    outcome: Any,
-) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+    policy: Loaded[VirtualDestination],
+    outcome: PolicyOutcome,
+) -> list[JSON]:
+    out: list[JSON] = []
     for b in backings:
         svc = b.service
         if svc.cluster == cluster.name:
@@ -477,7 +474,7 @@ def _endpoints_for(
         out.append(
             _endpoint(gateway.address, port_name, gateway.port, svc.locality, svc.cluster, plan, b.index, 1)
         )
-    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    groups: dict[tuple[str, str, str], JSON] = {}
     for entry in out:  # the same address can back two selected services: keep one, sum weights
         key = (entry["address"], entry.get("locality", ""), json.dumps(entry["labels"], sort_keys=True))
         if key in groups:
@@ -499,10 +496,10 @@ def _endpoint(
     plan: FailoverPlan,
     index: int,
     weight: int | None,
-) -> dict[str, Any]:
+) -> JSON:
     labels = {CLUSTER_ENDPOINT_LABEL: cluster, TLS_MODE_LABEL: "istio"}
     labels.update(plan.labels_for(locality, index))
-    ep: dict[str, Any] = {"address": address, "ports": {port_name: port}, "labels": labels}
+    ep: JSON = {"address": address, "ports": {port_name: port}, "labels": labels}
     if locality is not None and locality.path:
         ep["locality"] = locality.path
     if weight is not None and weight > 1:

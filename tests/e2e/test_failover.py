@@ -3,7 +3,7 @@
 1. Policies (a VirtualMesh and a VirtualDestination for ``app: reviews``) are translated against real
    kube-apiservers (``build_plan`` over kubeconfig contexts), exactly as ``reconciler render`` does.
 2. ``explain`` computes the priorities istiod would give a client in us-east-1/us-east-1a, and
-   :func:`reconciler.envoy.build_bootstrap` turns the rendered ServiceEntry + DestinationRule into the
+   :func:`reconciler.dataplane.envoy.build_bootstrap` turns the rendered ServiceEntry + DestinationRule into the
    client's Envoy bootstrap. It is validated with ``envoy --mode validate`` and run.
 3. One HTTP backend listens on each address the reconciler derived from the topology (a local
    service's ClusterIP, a remote cluster's east-west gateway); each answers with its name and can be
@@ -14,7 +14,7 @@ Declared test-only deviation: ``update_merge_window: 0s`` (Envoy's default is 1s
 so a second ejection reaches the load balancer at once and timings are not smeared by the merge
 window. The two-region test also runs with Istio's own setting to show the outcome is the same. The
 other differences from a real sidecar (static cluster, plaintext, no retries) are listed in
-:data:`reconciler.envoy.DEVIATIONS` and docs/failover.md.
+:data:`reconciler.dataplane.envoy.DEVIATIONS` and docs/failover.md.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from typing import Any, Protocol
 import pytest
 import yaml
 
-from reconciler.envoy import build_bootstrap, cluster_name, endpoint_priorities
-from reconciler.explain import Explanation, client_cluster, explain
+from reconciler.dataplane.envoy import build_bootstrap, cluster_name, endpoint_priorities
+from reconciler.dataplane.explain import Explanation, client_cluster, explain
 from reconciler.findings import ObjectKey
 from reconciler.locality import Locality
 from reconciler.plan import ClusterSource, build_plan

@@ -12,10 +12,10 @@ import yaml
 from kubeharness import Clusters, kube
 from kubernetes.client import ApiClient
 
-from reconciler.engine.lease import LeaseError
-from reconciler.engine.run import LeaseSettings, LeaseUnavailable, run_pass
+from reconciler.engine.lease import LeaseError, LeaseSettings
 from reconciler.engine.sync import SyncOptions
 from reconciler.plan import ClusterSource
+from reconciler.reconcile import LeaseUnavailable, run_pass
 from tests.integration.conftest import EXAMPLE, REPO, TWO, wipe
 
 pytestmark = pytest.mark.integration

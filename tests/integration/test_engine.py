@@ -12,10 +12,10 @@ from kubernetes.client import ApiClient
 
 from reconciler.clusters.kube import ISTIO_RESOURCES
 from reconciler.engine.changeset import Action, ChangeSet
-from reconciler.engine.lease import LeaseHeld, RunLease
-from reconciler.engine.run import LeaseSettings, run_pass
+from reconciler.engine.lease import LeaseHeld, LeaseSettings, RunLease
 from reconciler.engine.sync import SyncOptions, sync
 from reconciler.plan import ClusterSource, build_plan
+from reconciler.reconcile import run_pass
 from tests.integration.conftest import TWO
 
 pytestmark = pytest.mark.integration
@@ -132,13 +132,35 @@ def test_first_reconcile_creates_everything_second_is_a_noop(
         assert istio_writes == [], istio_writes  # not even a dry run
 
 
+def test_first_sync_sends_one_patch_per_object_and_no_dry_run(
+    fresh: Clusters, repo: Path, two_clusters: ClusterSource
+) -> None:
+    # Nothing exists yet: no dry run per object; one metadata-only LIST per kind that has creates
+    # (to find names someone else already uses), then exactly one apply PATCH per object.
+    marks = mark(fresh)
+    first = reconcile(repo, two_clusters)
+    assert actions(first) == {"created": 5}
+    for name in TWO:
+        istio = [r for r in requests_since(fresh, marks, name) if r.resource in ISTIO_PLURALS]
+        patches = [r for r in istio if r.verb == "patch"]
+        assert [r for r in patches if r.dry_run] == [], [r.short() for r in patches]
+        assert len(patches) == actions(first, name)["created"]
+        kinds_created = {c.kind for c in first.all() if c.cluster == name}
+        lists = Counter(r.resource for r in istio if r.verb == "list")
+        # discovery's labelled LIST of every kind, plus one metadata LIST per kind created here
+        assert lists == Counter({p: 1 for p in ISTIO_PLURALS}) + Counter(
+            ISTIO_RESOURCES[k].plural for k in kinds_created
+        ), lists
+        assert len(istio) == len(patches) + sum(lists.values())
+
+
 def test_noop_diff_makes_only_list_requests(fresh: Clusters, repo: Path, two_clusters: ClusterSource) -> None:
     reconcile(repo, two_clusters)
     marks = mark(fresh)
     plan = build_plan(repo, two_clusters)
     try:
         assert plan.discovery is not None
-        changes = sync(plan, plan.discovery.clients, SyncOptions(apply=False))
+        changes = sync(plan.desired(), plan.discovery.clients, SyncOptions(apply=False))
     finally:
         plan.close()
     assert not changes.has_differences
@@ -166,7 +188,7 @@ def test_drift_is_detected_by_diff_and_restored_by_reconcile(
     plan = build_plan(repo, two_clusters)
     try:
         assert plan.discovery is not None
-        diff = sync(plan, plan.discovery.clients, SyncOptions(apply=False))
+        diff = sync(plan.desired(), plan.discovery.clients, SyncOptions(apply=False))
     finally:
         plan.close()
     [changed] = [c for c in diff.all() if c.action is Action.CONFIGURE]
@@ -262,7 +284,7 @@ def test_api_server_stopped_mid_run_leaves_others_converged(
     try:
         fresh["remote-cluster"].stop_apiserver()  # ...then remote goes away before the writes
         assert plan.discovery is not None
-        changes = sync(plan, plan.discovery.clients, SyncOptions(apply=True))
+        changes = sync(plan.desired(), plan.discovery.clients, SyncOptions(apply=True))
     finally:
         plan.close()
         fresh["remote-cluster"].start_apiserver()

@@ -36,11 +36,11 @@ from kubernetes.client import ApiClient
 
 from reconciler.clusters.kube import ISTIO_RESOURCES, LEASES
 from reconciler.engine.changeset import Action, ChangeSet
-from reconciler.engine.lease import RunLease
-from reconciler.engine.run import LeaseSettings, run_pass
+from reconciler.engine.lease import LeaseSettings, RunLease
 from reconciler.engine.sync import SyncOptions
+from reconciler.errors import ExitCode
 from reconciler.plan import ClusterSource, build_plan
-from reconciler.reconcile import EXIT_CONVERGED, EXIT_DEGRADED, EXIT_FATAL, reconcile_once
+from reconciler.reconcile import reconcile_once, run_pass
 from reconciler.settings import Settings
 from tests.integration.conftest import LEASE_NAMESPACE, TWO, git
 
@@ -399,7 +399,7 @@ def test_fake_bug_in_a_stage_is_fatal_exit_2_never_degraded(
     monkeypatch.setattr(reconciler.plan, "translate", fake_bug)
     bare, _ = remote
     outcome = reconcile_once(_settings(bare, kubeconfig, tmp_path / "cache"))
-    assert outcome.exit_code == EXIT_FATAL
+    assert outcome.exit_code == ExitCode.FATAL
     assert outcome.error.startswith("unexpected KeyError: 'spec'") and "\n" not in outcome.error
 
 
@@ -419,7 +419,7 @@ def test_253_character_policy_name_status_is_written_and_stays_stable(
     git(work, "push", "-q", "origin", "HEAD:main")
     settings = _settings(bare, kubeconfig, tmp_path / "cache")
     first = reconcile_once(settings)
-    assert first.exit_code in (EXIT_CONVERGED, EXIT_DEGRADED), first.error
+    assert first.exit_code in (ExitCode.OK, ExitCode.DEGRADED), first.error
     assert first.status_commit, first.error
     second = reconcile_once(settings)
     assert second.exit_code == first.exit_code and second.status_commit is None, second.error

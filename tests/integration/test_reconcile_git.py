@@ -9,16 +9,16 @@ from typing import Any
 import pytest
 import yaml
 from kubeharness import Clusters
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
-from reconciler.cli import app
+from reconciler.commands.app import app
 from tests.integration.conftest import EXAMPLE, git
 
 pytestmark = pytest.mark.integration
 
 
-def run(bare: Path, kubeconfig: Path, cache: Path, *extra: str) -> tuple[int, dict[str, Any]]:
-    result = CliRunner().invoke(
+def invoke(bare: Path, kubeconfig: Path, cache: Path, *extra: str) -> Result:
+    return CliRunner().invoke(
         app,
         [
             "reconcile",
@@ -38,6 +38,10 @@ def run(bare: Path, kubeconfig: Path, cache: Path, *extra: str) -> tuple[int, di
         ],
         env={"COLUMNS": "200"},
     )
+
+
+def run(bare: Path, kubeconfig: Path, cache: Path, *extra: str) -> tuple[int, dict[str, Any]]:
+    result = invoke(bare, kubeconfig, cache, *extra)
     payload = json.loads(result.stdout) if result.stdout.strip().startswith("{") else {}
     return result.exit_code, payload
 
@@ -133,9 +137,11 @@ def test_invalid_policy_reported_in_git_and_exit_1(
 def test_fetch_failure_is_fatal_and_applies_nothing(
     fresh: Clusters, kubeconfig: Path, tmp_path: Path
 ) -> None:
-    code, payload = run(tmp_path / "does-not-exist.git", kubeconfig, tmp_path / "cache")
-    assert code == 2
-    assert payload == {}
+    result = invoke(tmp_path / "does-not-exist.git", kubeconfig, tmp_path / "cache")
+    assert result.exit_code == 2
+    assert result.stdout == ""  # no change set: nothing was applied
+    # Exit 2 is also click's for any usage error: the message proves the fetch is the reason.
+    assert "error: git: " in result.stderr, result.stderr
 
 
 def test_dry_run_makes_no_commit(

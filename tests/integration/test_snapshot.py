@@ -10,7 +10,7 @@ import yaml
 from kubeharness import Clusters
 from typer.testing import CliRunner
 
-from reconciler.cli import app
+from reconciler.commands.app import app
 from tests.integration.conftest import EXAMPLE
 
 pytestmark = pytest.mark.integration

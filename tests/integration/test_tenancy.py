@@ -24,10 +24,11 @@ from kubernetes.client import ApiClient
 
 from reconciler.clusters.kube import ISTIO_RESOURCES
 from reconciler.engine.changeset import Action
-from reconciler.engine.run import LeaseSettings, PassResult, run_pass
+from reconciler.engine.lease import LeaseSettings
 from reconciler.engine.sync import SyncOptions
 from reconciler.findings import ObjectKey
 from reconciler.plan import ClusterSource
+from reconciler.reconcile import PassResult, run_pass
 from reconciler.status import build_status
 from reconciler.translate import TENANCY_VIOLATION
 from tests.integration.conftest import REPO, TWO, wipe

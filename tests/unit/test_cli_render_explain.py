@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
-from reconciler.cli import app
+from reconciler.commands.app import app
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "policies"
@@ -67,10 +68,19 @@ def test_explain_json_from_remote() -> None:
     ]
 
 
-def test_explain_errors_exit_2() -> None:
-    assert cli("explain", "nope", str(EXAMPLE), "--from", "us-east-1", "--state", str(STATE))[0] == 2
-    assert cli("explain", "bookinfo-global", str(EXAMPLE), "--from", "mars-1", "--state", str(STATE))[0] == 2
-    assert cli("explain", "bookinfo-global", str(EXAMPLE), "--state", str(STATE))[0] == 2
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("nope", "--from", "us-east-1"), "error: VirtualDestination nope not found"),
+        (("bookinfo-global", "--from", "mars-1"), "error: no cluster has nodes in mars-1"),
+        (("bookinfo-global",), "error: --from REGION[/ZONE[/SUBZONE]] is required"),
+    ],
+)
+def test_explain_errors_exit_2(args: tuple[str, ...], message: str) -> None:
+    # Exit 2 is also what click returns for any usage error: the message proves the reason.
+    code, out, err = cli("explain", args[0], str(EXAMPLE), *args[1:], "--state", str(STATE))
+    assert code == 2 and out == ""
+    assert err.startswith(message), err
 
 
 def test_diff_against_snapshot_exit_1_with_json_schema() -> None:

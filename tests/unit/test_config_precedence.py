@@ -8,7 +8,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from reconciler.cli import app
+from reconciler.commands.app import app
 
 
 def effective(
@@ -83,3 +83,4 @@ def test_secrets_are_redacted(tmp_path: Path) -> None:
 def test_bad_boolean_is_rejected(tmp_path: Path, value: str) -> None:
     result = CliRunner().invoke(app, ["config", f"--prune={value}"])
     assert result.exit_code == 2
+    assert f"--prune takes true or false, not '{value}'" in result.stderr  # not any other usage error

@@ -11,9 +11,9 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from reconciler.cli import envoy_config_cmd as envoy_config
 from reconciler.clusters.snapshot import read_snapshot, write_snapshot
-from reconciler.envoy import (
+from reconciler.commands.envoy_config import envoy_config
+from reconciler.dataplane.envoy import (
     DEVIATIONS,
     build_bootstrap,
     cluster_name,
@@ -21,7 +21,7 @@ from reconciler.envoy import (
     lb_policy,
     outlier_detection,
 )
-from reconciler.explain import Explanation, explain
+from reconciler.dataplane.explain import Explanation, explain
 from reconciler.findings import ObjectKey
 from reconciler.locality import Locality
 from reconciler.policy import load_and_check
@@ -40,7 +40,7 @@ app.command("envoy-config")(envoy_config)
 
 @app.callback()
 def _root() -> None:
-    """Test app holding only envoy-config (the real CLI registers it in reconciler.cli)."""
+    """Test app holding only envoy-config (the real CLI registers it in reconciler.commands.app)."""
 
 
 def cli(*args: str) -> tuple[int, str, str]:

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-import reconciler.cli
-from reconciler.cli import main
+import reconciler.commands.validate
+from reconciler.commands.app import main
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "policies"
 
@@ -25,7 +25,7 @@ def fake_bug(*args: Any, **kwargs: Any) -> Any:
 def test_unexpected_exception_exits_2_with_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], debug: bool
 ) -> None:
-    monkeypatch.setattr(reconciler.cli, "load_and_check", fake_bug)
+    monkeypatch.setattr(reconciler.commands.validate, "load_and_check", fake_bug)
     monkeypatch.setattr(sys, "argv", ["reconciler", "validate", str(EXAMPLE)])
     if debug:
         monkeypatch.setenv("RECONCILER_LOG_LEVEL", "debug")

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from reconciler.engine.changeset import Action
-from reconciler.engine.sync import SyncOptions, protected_policies, sync
+from reconciler.engine.sync import SyncOptions, sync
 from reconciler.findings import Location, ObjectKey, Severity
 from reconciler.plan import ClusterSource, build_plan
 from reconciler.policy import loader as loader_mod
@@ -262,7 +262,7 @@ def test_whole_pipeline_survives_a_recursive_alias(tmp_path: Path) -> None:
     repo = copy_example(tmp_path)
     write(repo, "x.yaml", RECURSIVE_VD.replace("networking.gloo.solo.io/v2", ENTERPRISE))
     plan = build_plan(repo, ClusterSource(state=STATE))
-    changes = sync(plan, {}, SyncOptions())
+    changes = sync(plan.desired(), {}, SyncOptions())
     assert [f.code for f in plan.findings if f.is_error] == ["RecursiveAlias"]
     assert changes.counts()["created"] == 5  # the example still renders in full
 
@@ -340,8 +340,8 @@ def test_typoed_kind_holds_the_objects_it_produced(tmp_path: Path) -> None:
     vd = repo / "bookinfo-global.yaml"
     vd.write_text(vd.read_text().replace("kind: VirtualDestination", "kind: VirtualDestinaton"))
     plan = build_plan(repo, ClusterSource(state=state))
-    assert ObjectKey("VirtualDestination", "gloo-mesh", "bookinfo-global") in protected_policies(plan)
-    changes = sync(plan, {}, SyncOptions())
+    assert ObjectKey("VirtualDestination", "gloo-mesh", "bookinfo-global") in plan.desired().protected
+    changes = sync(plan.desired(), {}, SyncOptions())
     actions = {(c.cluster, c.kind, c.name): c.action for c in changes.all()}
     assert Action.PRUNE not in actions.values()
     assert actions[("mgmt-cluster", "ServiceEntry", "vd-bookinfo-global-gloo-mesh")] is Action.HELD

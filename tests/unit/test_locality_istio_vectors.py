@@ -1,4 +1,4 @@
-"""Conformance: ``reconciler.locality`` against Istio's and Envoy's own test vectors.
+"""Conformance: ``reconciler.dataplane.priorities`` against Istio's and Envoy's own test vectors.
 
 The vectors below are restated as data (inputs and expected priorities), not copied code.
 
@@ -29,18 +29,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from reconciler.locality import (
-    NETWORK_LABEL,
-    REGION_LABEL,
-    ZONE_LABEL,
+from reconciler.dataplane.priorities import (
     FailoverRule,
     LbEndpoint,
-    Locality,
     istio_priorities,
     lb_priority,
     priority_loads,
     priority_loads_int,
 )
+from reconciler.locality import NETWORK_LABEL, REGION_LABEL, ZONE_LABEL, Locality
 
 UPSTREAM_TEST = "istio@7cfed122:pilot/pkg/networking/core/loadbalancer/loadbalancer_test.go"
 CLUSTER_LABEL = "topology.istio.io/cluster"

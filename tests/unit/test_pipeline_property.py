@@ -33,9 +33,10 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from reconciler.cli import EXIT_FATAL, EXIT_INVALID, EXIT_OK, app
+from reconciler.commands.app import app
 from reconciler.engine.changeset import ChangeSet
 from reconciler.engine.sync import SyncOptions, sync
+from reconciler.errors import ExitCode
 from reconciler.findings import Finding
 from reconciler.plan import ClusterSource, Plan, build_plan
 from reconciler.policy.model import POLICY_KINDS
@@ -420,16 +421,20 @@ def _repo(files: dict[str, GenFile]) -> Iterator[Path]:
 def run_pipeline(root: Path) -> Outcome:
     """What `reconciler diff --state` does, and the exit codes `validate` and `diff` derive from it."""
     plan = build_plan(root, ClusterSource(state=STATE))
-    changes = sync(plan, {}, SyncOptions())
-    # reconciler/cli.py: validate -> 1 iff an error among config + policy findings; diff -> 2 iff an
+    changes = sync(plan.desired(), {}, SyncOptions())
+    # reconciler/commands: validate -> 1 iff an error among config + policy findings; diff -> 2 iff an
     # error among all findings (translation included), an unreachable cluster or a failed change.
     validate_errors = any(f.is_error for f in plan.config_findings + plan.policies.findings)
     diff_errors = any(f.is_error for f in plan.findings) or changes.has_errors
     return Outcome(
         plan,
         changes,
-        validate_exit=EXIT_INVALID if validate_errors else EXIT_OK,
-        diff_exit=EXIT_FATAL if diff_errors else EXIT_INVALID if changes.has_differences else EXIT_OK,
+        validate_exit=ExitCode.DEGRADED if validate_errors else ExitCode.OK,
+        diff_exit=ExitCode.FATAL
+        if diff_errors
+        else ExitCode.DEGRADED
+        if changes.has_differences
+        else ExitCode.OK,
     )
 
 
@@ -484,8 +489,8 @@ def test_hostile_repositories_never_crash_and_every_breakage_is_reported_in_its_
         try:
             check_findings(files, plan.findings)
             if any(f.broken for f in files.values()):
-                assert outcome.validate_exit == EXIT_INVALID
-                assert outcome.diff_exit == EXIT_FATAL
+                assert outcome.validate_exit == ExitCode.DEGRADED
+                assert outcome.diff_exit == ExitCode.FATAL
             check_status_round_trip(plan, outcome.changes, root.parent / "out")
         finally:
             plan.close()
@@ -510,18 +515,18 @@ def test_cli_on_hostile_repositories_exits_by_its_findings(files: dict[str, GenF
         expected.plan.close()
         code, out, err = _cli("validate", str(root))
         assert "Traceback" not in out + err, out + err
-        assert code in (EXIT_OK, EXIT_INVALID)
+        assert code in (ExitCode.OK, ExitCode.DEGRADED)
         assert code == expected.validate_exit, _describe(files, expected.plan.findings) + "\n" + out
 
         code, out, err = _cli("validate", str(root), "-o", "json")
         assert code == expected.validate_exit
-        assert json.loads(out)["valid"] is (code == EXIT_OK)
+        assert json.loads(out)["valid"] is (code == ExitCode.OK)
 
         code, out, err = _cli("diff", str(root), "--state", str(STATE), "-o", "json")
         assert "Traceback" not in out + err, out + err
         # diff is like kubectl diff: 0 same, 1 differs, 2 error (an invalid policy is an error).
-        assert code in (EXIT_OK, EXIT_INVALID, EXIT_FATAL)
+        assert code in (ExitCode.OK, ExitCode.DEGRADED, ExitCode.FATAL)
         assert code == expected.diff_exit, _describe(files, expected.plan.findings) + "\n" + err
         assert isinstance(json.loads(out), dict)
         errors = any(f.is_error for f in expected.plan.findings)
-        assert (code == EXIT_FATAL) == (errors or expected.changes.has_errors)
+        assert (code == ExitCode.FATAL) == (errors or expected.changes.has_errors)

@@ -12,7 +12,8 @@ import time
 
 from prometheus_client import generate_latest
 
-from reconciler.reconcile import EXIT_CONVERGED, EXIT_FATAL, ReconcileOutcome
+from reconciler.errors import ExitCode
+from reconciler.reconcile import ReconcileOutcome
 from reconciler.serve import Worker, serve
 from reconciler.settings import Settings
 
@@ -29,7 +30,7 @@ def test_a_crashing_pass_is_counted_as_fatal_and_the_worker_stays_up() -> None:
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("fake bug")
-        return ReconcileOutcome(EXIT_CONVERGED)
+        return ReconcileOutcome(ExitCode.OK)
 
     worker = Worker(Settings(), run=fake_crashing_pass)
     worker.run_pass()  # must not raise
@@ -49,7 +50,7 @@ def test_a_pass_abandoned_at_shutdown_is_cancelled_and_not_a_success() -> None:
         # A real pass checks ``cancel`` before every write; this one just waits for it (bounded).
         if cancel.wait(timeout=10):
             saw_cancel.set()
-        return ReconcileOutcome(EXIT_CONVERGED)  # what a pass that ignored the cancel would claim
+        return ReconcileOutcome(ExitCode.OK)  # what a pass that ignored the cancel would claim
 
     worker = Worker(Settings(), run=fake_hung_pass)
     stop = threading.Event()
@@ -64,6 +65,6 @@ def test_a_pass_abandoned_at_shutdown_is_cancelled_and_not_a_success() -> None:
     deadline = time.monotonic() + 5
     while worker.last is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert worker.last is not None and worker.last.exit_code == EXIT_FATAL
+    assert worker.last is not None and worker.last.exit_code == ExitCode.FATAL
     assert "abandoned" in worker.last.error
     assert runs(worker, "abandoned") == 1 and runs(worker, "converged") == 0

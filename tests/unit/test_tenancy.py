@@ -130,7 +130,7 @@ def test_repo_config_without_tenancy_is_the_default(tmp_path: Path) -> None:
     [
         (
             "{policyNamespace: [a], destinationNamespaces: [a]}",
-            "policyNamespace: Extra inputs are not permitted",
+            "tenancy[0].policyNamespace: unknown field (did you mean 'policyNamespaces'?)",
         ),
         ("{policyNamespaces: [], destinationNamespaces: [a]}", "must name at least one namespace"),
         (
@@ -139,7 +139,7 @@ def test_repo_config_without_tenancy_is_the_default(tmp_path: Path) -> None:
         ),
         ("{policyNamespaces: [a], destinationNamespaces: ['!']}", "empty pattern '!'"),
         ("{policyNamespaces: [a], destinationNamespaces: ['!kube-*']}", "only '!' patterns match nothing"),
-        ("{policyNamespaces: [a]}", "destinationNamespaces: Field required"),
+        ("{policyNamespaces: [a]}", "tenancy[0].destinationNamespaces: required field is missing"),
     ],
 )
 def test_broken_tenancy_section_fails_closed(tmp_path: Path, rule: str, message: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from reconciler.clusters.snapshot import read_snapshot
-from reconciler.explain import explain
+from reconciler.dataplane.explain import explain
 from reconciler.findings import ObjectKey
 from reconciler.locality import Locality
 from reconciler.output import to_yaml_stream
@@ -536,6 +536,21 @@ def test_traffic_shift_to_other_cluster_is_rejected(tmp_path: Path) -> None:
     [err] = tr.outcomes[ObjectKey("TrafficPolicy", "bookinfo", "a")].errors
     assert "use a VirtualDestination" in err.message or "shift to a VirtualDestination" in err.message
     assert tr.all_objects() == []
+
+
+def test_translation_findings_name_list_items_like_the_loader(tmp_path: Path) -> None:
+    """One field path format everywhere: ``destinations[1]``, as validation findings print it."""
+    policy = (
+        "    trafficShift:\n      destinations:\n"
+        "        - {kubeService: {name: reviews, namespace: bookinfo, clusterName: east}, weight: 50}\n"
+        "        - {kubeService: {name: nope, namespace: bookinfo, clusterName: east}, weight: 50}\n"
+    )
+    tr = run(tmp_path, TP.format(name="a", policy=policy))
+    [err] = tr.outcomes[ObjectKey("TrafficPolicy", "bookinfo", "a")].errors
+    assert err.field == "spec.policy.trafficShift.destinations[1]"
+    assert (
+        f"TrafficPolicy bookinfo/a: spec.policy.trafficShift.destinations[1]: {err.message}" in err.format()
+    )
 
 
 def test_weighted_shift_with_subset(tmp_path: Path) -> None:

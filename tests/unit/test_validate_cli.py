@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from reconciler.cli import app
+from reconciler.commands.app import app
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "validate"
 EXAMPLE = Path(__file__).resolve().parents[2] / "policies"
@@ -58,8 +58,9 @@ def test_broken_repository_json_golden(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_unreadable_path_exit_2(tmp_path: Path) -> None:
-    code, _ = _run("validate", str(tmp_path / "missing"))
-    assert code == 2
+    result = CliRunner().invoke(app, ["validate", str(tmp_path / "missing")], env={"COLUMNS": "200"})
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {tmp_path / 'missing'}: not a readable directory\n"
 
 
 def test_schema_writes_three_kinds(tmp_path: Path) -> None:

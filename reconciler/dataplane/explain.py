@@ -1,7 +1,7 @@
 """Where traffic for a VirtualDestination goes, for a client in a given locality.
 
 Computed from the *rendered* ServiceEntry and DestinationRule of the client's cluster with istiod's
-priority rules (:mod:`reconciler.locality`), so the answer is what the data plane does with what we
+priority rules (:mod:`reconciler.dataplane.priorities`), so the answer is what the data plane does with what we
 write. ``failed`` marks endpoints as ejected (by cluster name or locality) to show the failover.
 """
 
@@ -11,16 +11,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from reconciler.findings import ObjectKey
-from reconciler.locality import (
+from reconciler.dataplane.priorities import (
     FailoverRule,
     LbEndpoint,
-    Locality,
     istio_priorities,
     lb_priority,
     priority_loads,
 )
-from reconciler.policy import LoadedPolicy, PolicySet, VirtualDestination
+from reconciler.errors import ReconcilerError
+from reconciler.findings import ObjectKey
+from reconciler.locality import Locality
+from reconciler.policy import Loaded, PolicySet, VirtualDestination
 from reconciler.translate.failover import RANK_LABEL
 from reconciler.translate.result import DesiredObject, Translation
 from reconciler.translate.virtual_destination import CLUSTER_ENDPOINT_LABEL
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from reconciler.plan import Plan
 
 
-class ExplainError(Exception):
+class ExplainError(ReconcilerError):
     """The question cannot be answered (message says what to change)."""
 
 
@@ -232,10 +233,10 @@ def _reason(client: Locality, ep: LbEndpoint, rules: list[FailoverRule], remote:
     return text + via
 
 
-def find_virtual_destination(policies: PolicySet, ref: str) -> LoadedPolicy:
+def find_virtual_destination(policies: PolicySet, ref: str) -> Loaded[VirtualDestination]:
     """A VirtualDestination by ``NAME`` or ``NAMESPACE/NAME``; ExplainError says why not found."""
     namespace, _, name = ref.rpartition("/")
-    found = policies.by_kind("VirtualDestination")
+    found = policies.by_kind(VirtualDestination)
     matches = [p for p in found if p.obj.name == name and (not namespace or p.obj.namespace == namespace)]
     if len(matches) == 1:
         return matches[0]
@@ -252,7 +253,6 @@ def explain_for(
 ) -> Explanation:
     """``explain`` for a VirtualDestination named by the user, in the client's (or the given) cluster."""
     policy = find_virtual_destination(plan.policies, ref)
-    assert isinstance(policy.obj, VirtualDestination)
     localities = {
         name: sorted(st.localities()) for name, st in plan.inventory.clusters.items() if st.reachable
     }

@@ -1,8 +1,8 @@
 """An Envoy v3 bootstrap for a client sidecar, built from what we render (pure; no I/O).
 
-Input is an :class:`~reconciler.explain.Explanation`: the rendered ServiceEntry and DestinationRule of
+Input is an :class:`~reconciler.dataplane.explain.Explanation`: the rendered ServiceEntry and DestinationRule of
 the client's cluster plus the priority of every endpoint, computed with istiod's rules
-(:mod:`reconciler.locality`). Output is the bootstrap (a dict, ready for ``yaml``/``json``) of an Envoy
+(:mod:`reconciler.dataplane.priorities`). Output is the bootstrap (a dict, ready for ``yaml``/``json``) of an Envoy
 standing in for the client's sidecar:
 
 * ``node.locality`` is the client's locality;
@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reconciler.explain import ExplainedEndpoint, Explanation
+from reconciler.dataplane.explain import ExplainedEndpoint, Explanation
 from reconciler.locality import Locality
 from reconciler.policy.durations import format_duration, parse_duration
 

@@ -1,0 +1,76 @@
+"""The ``reconciler`` typer application and its entry point.
+
+Habits follow kubectl: ``--context``/``--kubeconfig``, ``-o text|json|yaml``, and exit codes that a
+scheduler or CI can act on (:class:`reconciler.errors.ExitCode`; per command in the README).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from typing import Annotated
+
+import typer
+
+from reconciler import __version__
+from reconciler.commands.config import config
+from reconciler.commands.envoy_config import envoy_config
+from reconciler.commands.render import explain, render
+from reconciler.commands.snapshot import snapshot
+from reconciler.commands.sync import diff, reconcile, serve
+from reconciler.commands.validate import schema, validate
+from reconciler.errors import ExitCode
+from reconciler.output import print_error, print_version
+from reconciler.reconcile import unexpected_error
+from reconciler.settings import env_name
+
+app = typer.Typer(
+    name="reconciler",
+    help="GitOps reconciler for locality-aware multi-cluster service-mesh policy (Gloo Mesh API -> Istio).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print_version(__version__)
+        raise typer.Exit(ExitCode.OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """mesh-reconciler."""
+
+
+app.command("validate")(validate)
+app.command("schema")(schema)
+app.command("render")(render)
+app.command("explain")(explain)
+app.command("envoy-config")(envoy_config)
+app.command("snapshot")(snapshot)
+app.command("diff")(diff)
+app.command("reconcile")(reconcile)
+app.command("serve")(serve)
+app.command("config")(config)
+
+
+def main() -> None:
+    """Entry point: an exception no command foresaw is fatal (exit 2) with one line, never a traceback
+    and never exit 1 (which schedulers read as "degraded, everything else converged")."""
+    try:
+        app()
+    except Exception as exc:
+        logging.getLogger("reconciler").debug("unexpected error", exc_info=True)
+        if os.environ.get(env_name("log_level"), "").lower() == "debug":
+            traceback.print_exc()
+        print_error(unexpected_error(exc))
+        sys.exit(ExitCode.FATAL)
