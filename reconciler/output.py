@@ -18,7 +18,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from reconciler.clusters.inventory import Inventory, unavailable
-from reconciler.dataplane.envoy import header_comment
 from reconciler.engine.changeset import Action, ChangeSet
 from reconciler.findings import Finding, Severity
 from reconciler.yamlio import to_yaml, to_yaml_stream
@@ -226,6 +225,8 @@ def print_bootstrap(result: Explanation, bootstrap: Mapping[str, Any], fmt: Boot
         dump_json(bootstrap)
     else:
         text = yaml.safe_dump(dict(bootstrap), sort_keys=False, default_flow_style=False, width=100)
+        from reconciler.dataplane.envoy import header_comment  # only envoy-config pays for it
+
         _write(header_comment(result) + text)
 
 
@@ -279,11 +280,11 @@ def print_changeset(console: Console, changes: ChangeSet, *, show_diff: bool = T
 
 
 def print_diff(changes: ChangeSet, fmt: OutputFormat) -> None:
-    """``diff``: the change set for people (``-o text``), else as JSON."""
+    """``diff``: the change set for people (``-o text``), else as a JSON or YAML document."""
     if fmt is OutputFormat.TEXT:
         print_changeset(stdout_console(), changes)
     else:
-        dump_json(changes.to_dict())
+        print_document(changes.to_dict(), fmt)
 
 
 def print_reconcile(outcome: ReconcileOutcome, fmt: OutputFormat) -> None:
@@ -291,13 +292,13 @@ def print_reconcile(outcome: ReconcileOutcome, fmt: OutputFormat) -> None:
     if outcome.result is None:
         return
     checkout = outcome.checkout
-    if fmt is OutputFormat.JSON:
+    if fmt is not OutputFormat.TEXT:
         payload = outcome.result.changes.to_dict()
         payload["commit"] = checkout.sha if checkout else None
         payload["policyCommit"] = checkout.policy_commit if checkout else None
         payload["statusCommit"] = outcome.status_commit
-        payload["exitCode"] = outcome.exit_code
-        dump_json(payload)
+        payload["exitCode"] = int(outcome.exit_code)
+        print_document(payload, fmt)
         return
     out = stdout_console()
     print_changeset(out, outcome.result.changes)

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.clusters.kube import KubeClient
 from reconciler.engine.changeset import ChangeSet
@@ -29,8 +29,10 @@ from reconciler.findings import ObjectKey
 from reconciler.plan import ClusterSource, Connection, Plan, build_plan, connect_clusters
 from reconciler.repo_config import RepoConfig, load_repo_config, repo_subdir
 from reconciler.settings import DEFAULT_TOKEN_ENV, Settings
-from reconciler.source import Checkout, GitAuth, SourceError, commit_status, fetch
 from reconciler.status import build_status, read_status_dir, status_commit_message, write_status_dir
+
+if TYPE_CHECKING:
+    from reconciler.source import Checkout, GitAuth
 
 log = logging.getLogger("reconciler")
 
@@ -125,12 +127,14 @@ def run_pass(
 
     A writing pass takes the Lease *first* and only then lists live state, so it can never apply a
     plan made before another run's writes. Writing stops at once (remaining objects are held) when
-    the Lease is lost or ``cancel`` is set (a ``serve`` worker shutting down).
+    the Lease is lost or ``cancel`` is set (a ``serve`` worker shutting down). The plan's API
+    clients are closed when the pass returns (its data stays usable for status and output).
     """
     start = time.monotonic()
     if not options.apply or options.dry_run:
-        plan = build_plan(root, source)
-        return PassResult(plan, sync(plan.desired(), plan.clients, options), time.monotonic() - start)
+        with build_plan(root, source) as plan:
+            changes = sync(plan.desired(), plan.clients, options)
+        return PassResult(plan, changes, time.monotonic() - start)
     lease = lease or LeaseSettings()
     repo, _ = load_repo_config(root)
     connection = connect_clusters(source, repo)
@@ -148,9 +152,8 @@ def run_pass(
 
             plan = build_plan(root, source, connection)
             changes = sync(plan.desired(), plan.clients, options, stop=stop_reason)
-    except BaseException:
-        connection.close()
-        raise
+    finally:
+        connection.close()  # the plan's clients too, once the Lease is released with one of them
     result = PassResult(plan, changes, time.monotonic() - start, lease_cluster=cluster)
     if run_lease.release_error:
         result.errors.append(run_lease.release_error)
@@ -193,6 +196,8 @@ def unexpected_error(exc: BaseException) -> str:
 
 
 def git_auth(settings: Settings) -> GitAuth:
+    from reconciler.source import GitAuth  # git only for the passes that use it (start-up cost)
+
     token_env: str | None = settings.git_token_env or None
     if token_env == DEFAULT_TOKEN_ENV and not os.environ.get(token_env):
         token_env = None  # the default name is only used when set; a name given explicitly must be set
@@ -223,6 +228,8 @@ def _status_dir_rel(subdir: str, status_path: str) -> str:
 
 
 def _reconcile(settings: Settings, cancel: threading.Event | None) -> ReconcileOutcome:
+    from reconciler.source import SourceError, commit_status, fetch  # see git_auth
+
     if not settings.repo:
         return ReconcileOutcome(
             ExitCode.FATAL, "no policy repository: pass --repo URL|PATH (or RECONCILER_REPO)"
@@ -269,7 +276,6 @@ def _reconcile(settings: Settings, cancel: threading.Event | None) -> ReconcileO
     except (ReconcilerError, OSError) as exc:
         return ReconcileOutcome(ExitCode.FATAL, str(exc), checkout)
     plan = result.plan
-    plan.close()
     if cancel is not None and cancel.is_set():
         # Half a pass must not be committed as the state of the fleet; the next pass redoes it.
         return ReconcileOutcome(

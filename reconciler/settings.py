@@ -64,8 +64,7 @@ class Settings:
     lease_namespace: str = LEASE_NAMESPACE
     lease_duration: int = LEASE_SECONDS
     lease_cluster: str | None = None
-    # output
-    output: str = "text"
+    # logs
     log_format: str = "auto"
     log_level: str = "info"
 

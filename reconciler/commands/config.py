@@ -10,7 +10,6 @@ import typer
 from reconciler.commands import options as opt
 from reconciler.output import OutputFormat, print_document, print_findings, stderr_console
 from reconciler.repo_config import RepoConfig, load_repo_config
-from reconciler.source import redact_url
 
 
 def config(
@@ -58,5 +57,7 @@ def config(
         repo_cfg, findings = load_repo_config(repo_config.parent)
         print_findings(stderr_console(), findings)
     data = settings.resolved(repo_cfg).redacted()
+    from reconciler.source import redact_url  # lazy: git's import is a start-up cost of every command
+
     data["repo"] = redact_url(data["repo"])
     print_document(data, output)

@@ -9,8 +9,7 @@ import typer
 
 from reconciler.commands import options as opt
 from reconciler.commands.common import client_locality, fail, open_plan
-from reconciler.dataplane.envoy import DEFAULT_ADMIN_PORT, DEFAULT_LISTENER_PORT, build_bootstrap
-from reconciler.dataplane.explain import explain_for
+from reconciler.dataplane import DEFAULT_ADMIN_PORT, DEFAULT_LISTENER_PORT
 from reconciler.output import BootstrapFormat, print_bootstrap, print_cluster_problems
 from reconciler.policy.durations import parse_duration
 
@@ -68,6 +67,9 @@ def envoy_config(
     with open_plan(path, settings, state) as (plan, _):
         print_cluster_problems(plan.inventory)
         try:
+            from reconciler.dataplane.envoy import build_bootstrap  # lazy: start-up cost of other commands
+            from reconciler.dataplane.explain import explain_for
+
             result = explain_for(plan, virtual_destination, client, cluster)
             bootstrap = build_bootstrap(
                 result,

@@ -9,7 +9,6 @@ import typer
 
 from reconciler.commands import options as opt
 from reconciler.commands.common import client_locality, open_plan
-from reconciler.dataplane.explain import explain_for
 from reconciler.errors import ExitCode
 from reconciler.output import (
     OutputFormat,
@@ -84,5 +83,7 @@ def explain(
     )
     with open_plan(path, settings, state) as (plan, _):
         print_cluster_problems(plan.inventory)
+        from reconciler.dataplane.explain import explain_for  # lazy: start-up cost of other commands
+
         result = explain_for(plan, virtual_destination, client, cluster, failed or [])
         print_explain(result, failed or [], output)

@@ -28,8 +28,6 @@ from reconciler.output import (
 )
 from reconciler.policy.durations import parse_duration
 from reconciler.reconcile import reconcile_once, sync_options
-from reconciler.serve import Worker, trigger
-from reconciler.serve import serve as run_worker
 
 
 def diff(
@@ -172,6 +170,9 @@ def serve(
         locals(), not_settings=("interval", "cron", "listen_address", "port", "shutdown_grace")
     )
     setup_logging(settings.log_format, settings.log_level)
+    from reconciler.serve import Worker, trigger  # lazy: scheduler and metrics only for serve
+    from reconciler.serve import serve as run_worker
+
     try:
         seconds = parse_duration(interval).total_seconds() if interval else None
         trigger(seconds, cron)

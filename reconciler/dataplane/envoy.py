@@ -28,14 +28,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from reconciler.dataplane import DEFAULT_ADMIN_PORT, DEFAULT_LISTENER_PORT
 from reconciler.dataplane.explain import ExplainedEndpoint, Explanation
 from reconciler.locality import Locality
 from reconciler.policy.durations import format_duration, parse_duration
 
-DEFAULT_LISTENER_PORT = 15001
-"""Istio's outbound capture port; any free port works for a stand-alone Envoy."""
-DEFAULT_ADMIN_PORT = 15000
-"""Istio's sidecar admin port."""
 CONNECT_TIMEOUT = "10s"
 """MeshConfig ``connectTimeout`` default."""
 

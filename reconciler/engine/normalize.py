@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from deepdiff import DeepDiff
-
 from reconciler.clusters.kube import FIELD_MANAGER
 from reconciler.findings import format_path
 
@@ -116,6 +114,8 @@ def changed_paths(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     """
     if before == after:
         return []
+    from deepdiff import DeepDiff  # lazy: only a pass with differences pays for importing it
+
     diff = DeepDiff(before, after, ignore_numeric_type_changes=True, view="tree", verbose_level=2)
     paths: set[str] = set()
     for items in diff.values():

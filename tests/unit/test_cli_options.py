@@ -19,6 +19,7 @@ import typer
 from typer.testing import CliRunner
 
 import reconciler.commands.sync
+import reconciler.serve
 from reconciler.commands.app import app
 from reconciler.commands.options import SERVE_OPTIONS, OptionGroup, check_groups, make_settings
 from reconciler.settings import SETTING_NAMES, Settings, env_name
@@ -140,7 +141,7 @@ def settings_of(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     """Runs a command and returns the Settings it built (before anything reads clusters or git)."""
     monkeypatch.setattr(Settings, "resolved", capture)  # render ... diff, snapshot, config
     monkeypatch.setattr(reconciler.commands.sync, "reconcile_once", capture)
-    monkeypatch.setattr(reconciler.commands.sync, "Worker", capture)
+    monkeypatch.setattr(reconciler.serve, "Worker", capture)  # imported by the serve command itself
     monkeypatch.setattr(reconciler.commands.sync, "setup_logging", lambda *a: None)
     required = {
         "render": [str(EXAMPLE), "--state", str(STATE)],
