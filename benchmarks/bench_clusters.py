@@ -853,7 +853,9 @@ def main() -> int:
         work, bare = make_repo(tmp, args.k)
         log(f"starting {len(NAMES)} clusters")
         try:
-            clusters = start_clusters(NAMES, tmp / "clusters")
+            clusters = start_clusters(
+                NAMES, tmp / "clusters", service_cluster_ip_range="10.96.0.0/16"
+            )  # K services fit
         except MissingBinariesError:
             print(missing_binaries_message(), file=sys.stderr)
             return 2

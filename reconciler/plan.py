@@ -7,8 +7,10 @@ selected kube contexts, or a snapshot directory) and translates. ``render``, ``e
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from reconciler.clusters.discover import Discovery, connect, discover
 from reconciler.clusters.inventory import Inventory
@@ -106,8 +108,12 @@ def connect_clusters(source: ClusterSource, repo: RepoConfig) -> Connection:
 
 
 def load_inventory(
-    source: ClusterSource, repo: RepoConfig, connection: Connection | None = None
+    source: ClusterSource,
+    repo: RepoConfig,
+    connection: Connection | None = None,
+    cached: Mapping[str, list[dict[str, Any]] | None] | None = None,
 ) -> tuple[Inventory, Discovery | None]:
+    """Live state: a snapshot directory, or discovery (``cached``: see :func:`discover`)."""
     if source.state is not None:
         wanted = [repo.cluster_for_context(c) for c in source.contexts] or None
         return read_snapshot(source.state, wanted), None
@@ -117,15 +123,24 @@ def load_inventory(
         timeout=source.request_timeout,
         cluster_timeout=source.cluster_timeout,
         connected=(connection.clients, connection.errors),
+        cached=cached,
     )
     return found.inventory, found
 
 
-def build_plan(root: Path, source: ClusterSource, connection: Connection | None = None) -> Plan:
-    """Load, discover (with ``connection``'s clients when given; the plan then owns them) and translate."""
+def build_plan(
+    root: Path,
+    source: ClusterSource,
+    connection: Connection | None = None,
+    cached: Mapping[str, list[dict[str, Any]] | None] | None = None,
+) -> Plan:
+    """Load, discover (with ``connection``'s clients when given; the plan then owns them) and translate.
+
+    ``cached``: live objects per cluster from ``serve``'s watch caches, used instead of LISTs.
+    """
     repo, config_findings = load_repo_config(root)
     policies = load_and_check(root, status_path=repo.status.path)
-    inventory, discovery = load_inventory(source, repo, connection)
+    inventory, discovery = load_inventory(source, repo, connection, cached)
     translation = translate(
         policies, inventory, configured_clusters=inventory.clusters, tenancy=repo.namespace_boundaries()
     )

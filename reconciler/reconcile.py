@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler.clusters.kube import KubeClient
-from reconciler.engine.changeset import ChangeSet
+from reconciler.clusters.watch import WatchCaches
+from reconciler.engine.changeset import Action, ChangeSet
 from reconciler.engine.lease import LeaseHeld, LeaseSettings, RunLease
 from reconciler.engine.sync import SyncOptions, sync
 from reconciler.errors import ExitCode, ReconcilerError
@@ -122,6 +123,7 @@ def run_pass(
     options: SyncOptions,
     lease: LeaseSettings | None = None,
     cancel: threading.Event | None = None,
+    live: WatchCaches | None = None,
 ) -> PassResult:
     """Plan and sync once. With ``options.apply`` and not ``dry_run``, hold the Lease while writing.
 
@@ -129,15 +131,27 @@ def run_pass(
     plan made before another run's writes. Writing stops at once (remaining objects are held) when
     the Lease is lost or ``cancel`` is set (a ``serve`` worker shutting down). The plan's API
     clients are closed when the pass returns (its data stays usable for status and output).
+
+    ``live`` (``serve`` only): watch caches kept across passes. Clusters whose cache is synced are
+    planned from it (no LIST); the others are LISTed. A cluster this pass wrote to is LISTed by the
+    next pass (see :meth:`WatchCaches.wrote`).
     """
     start = time.monotonic()
-    if not options.apply or options.dry_run:
+    if live is not None and source.state is not None:
+        live = None  # live state from a snapshot directory: nothing to watch
+    if (not options.apply or options.dry_run) and live is None:
         with build_plan(root, source) as plan:
             changes = sync(plan.desired(), plan.clients, options)
         return PassResult(plan, changes, time.monotonic() - start)
-    lease = lease or LeaseSettings()
     repo, _ = load_repo_config(root)
     connection = connect_clusters(source, repo)
+    if not options.apply or options.dry_run:
+        if live is not None:
+            live.ensure(connection.targets)
+        with build_plan(root, source, connection, _snapshot(live)) as plan:
+            changes = sync(plan.desired(), plan.clients, options)
+        return PassResult(plan, changes, time.monotonic() - start)
+    lease = lease or LeaseSettings()
     try:
         cluster, client = lease_client(connection, repo, lease)
         run_lease = RunLease(client, name=lease.name, namespace=lease.namespace, duration=lease.duration)
@@ -150,8 +164,19 @@ def run_pass(
                     return "the worker is shutting down"
                 return ""
 
-            plan = build_plan(root, source, connection)
-            changes = sync(plan.desired(), plan.clients, options, stop=stop_reason)
+            # After the Lease, like a LIST would be: a cache started now LISTs after the Lease, and
+            # a running one has every event seen so far.
+            if live is not None:
+                live.ensure(connection.targets)
+            plan = build_plan(root, source, connection, _snapshot(live))
+            synced: ChangeSet | None = None
+            try:
+                changes = synced = sync(plan.desired(), plan.clients, options, stop=stop_reason)
+            finally:
+                if live is not None:
+                    for name in plan.inventory.clusters:
+                        if synced is None or _may_have_written(synced, name):
+                            live.wrote(name)
     finally:
         connection.close()  # the plan's clients too, once the Lease is released with one of them
     result = PassResult(plan, changes, time.monotonic() - start, lease_cluster=cluster)
@@ -164,6 +189,16 @@ def run_pass(
     if cancel is not None and cancel.is_set():
         result.errors.append("the pass was cancelled (worker shutting down); writing stopped")
     return result
+
+
+def _snapshot(live: WatchCaches | None) -> dict[str, list[dict[str, Any]] | None] | None:
+    return live.snapshot() if live is not None else None
+
+
+def _may_have_written(changes: ChangeSet, cluster: str) -> bool:
+    """Did the pass write to ``cluster``? A failed write counts: it may have reached the server."""
+    writes = (Action.CREATE, Action.CONFIGURE, Action.PRUNE, Action.FAILED)
+    return any(c.action in writes for c in changes.all() if c.cluster == cluster)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -211,11 +246,14 @@ def git_auth(settings: Settings) -> GitAuth:
     )
 
 
-def reconcile_once(settings: Settings, cancel: threading.Event | None = None) -> ReconcileOutcome:
-    """One full pass. ``cancel`` (set by a ``serve`` worker shutting down) stops writing at once."""
+def reconcile_once(
+    settings: Settings, cancel: threading.Event | None = None, live: WatchCaches | None = None
+) -> ReconcileOutcome:
+    """One full pass. ``cancel`` (set by a ``serve`` worker shutting down) stops writing at once;
+    ``live``: a ``serve`` worker's watch caches (see :func:`run_pass`)."""
     start = time.monotonic()
     try:
-        outcome = _reconcile(settings, cancel)
+        outcome = _reconcile(settings, cancel, live)
     except Exception as exc:  # a bug, or a failure nobody foresaw: fatal, never "degraded"
         log.debug("unexpected error during the pass", exc_info=True)
         outcome = ReconcileOutcome(ExitCode.FATAL, unexpected_error(exc))
@@ -227,7 +265,9 @@ def _status_dir_rel(subdir: str, status_path: str) -> str:
     return repo_subdir(status_path, parent=subdir)
 
 
-def _reconcile(settings: Settings, cancel: threading.Event | None) -> ReconcileOutcome:
+def _reconcile(
+    settings: Settings, cancel: threading.Event | None, live: WatchCaches | None = None
+) -> ReconcileOutcome:
     from reconciler.source import SourceError, commit_status, fetch  # see git_auth
 
     if not settings.repo:
@@ -270,6 +310,7 @@ def _reconcile(settings: Settings, cancel: threading.Event | None) -> ReconcileO
             sync_options(effective, apply=True),
             lease_settings(effective),
             cancel=cancel,
+            live=live,
         )
     except LeaseHeld as exc:
         return ReconcileOutcome(ExitCode.FATAL, f"lock held: {exc}", checkout)

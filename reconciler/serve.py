@@ -7,6 +7,11 @@ the job makes that a hard guarantee. The git cache stays warm between passes. ``
 no new pass starts; the running one is given ``--shutdown-grace`` seconds to finish (releasing its
 Lease); a pass still running after that is abandoned — each write it made is atomic and the Lease
 expires by itself.
+
+With ``live`` watch caches (what the ``serve`` command uses), live state is kept between passes by
+LIST+WATCH (:mod:`reconciler.clusters.watch`): a no-op pass sends no LIST, and a change someone else
+makes to an object we own triggers a pass within about a second (``DRIFT_DEBOUNCE``) instead of at
+the next interval.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from reconciler.clusters.watch import WatchCaches
 from reconciler.errors import ExitCode
 from reconciler.logs import log_changes
 from reconciler.reconcile import ReconcileOutcome, reconcile_once, unexpected_error
@@ -41,6 +47,9 @@ from reconciler.settings import Settings
 log = logging.getLogger("reconciler.serve")
 
 RESULTS: dict[int, str] = {ExitCode.OK: "converged", ExitCode.DEGRADED: "degraded"}
+
+DRIFT_DEBOUNCE = 1.0
+"""Seconds to wait after a drift event before the pass it triggers (a burst of edits -> one pass)."""
 
 
 class Metrics:
@@ -105,7 +114,10 @@ class Metrics:
 @dataclass
 class Worker:
     settings: Settings
-    run: Callable[[Settings, threading.Event], ReconcileOutcome] = reconcile_once
+    run: Callable[..., ReconcileOutcome] = reconcile_once
+    """Called as ``run(settings, cancel)``, plus ``live=`` when the worker keeps watch caches."""
+    live: WatchCaches | None = None
+    """Watch caches kept across passes (created once, by the ``serve`` command)."""
     metrics: Metrics = field(default_factory=Metrics)
     last: ReconcileOutcome | None = None
     passes: int = 0
@@ -116,6 +128,24 @@ class Worker:
     cancel: threading.Event = field(default_factory=threading.Event)
     """Set when shutdown gives up waiting: the running pass stops writing and is not a success."""
     abandoned: int = 0
+    drift: threading.Event = field(default_factory=threading.Event)
+    """Set when a watch saw someone else change an object we own: a pass is due now."""
+
+    def __post_init__(self) -> None:
+        if self.live is not None:
+            self.live.on_drift = self.drift_seen
+
+    def drift_seen(self, cluster: str, event_type: str, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        log.info(
+            "drift in %s: %s %s %s/%s; a pass follows",
+            cluster,
+            event_type.lower(),
+            obj.get("kind"),
+            meta.get("namespace"),
+            meta.get("name"),
+        )
+        self.drift.set()
 
     def run_pass(self) -> None:
         if not self._lock.acquire(blocking=False):
@@ -127,7 +157,10 @@ class Worker:
                 self._max_running = max(self._max_running, self._running)
                 self.metrics.max_concurrent.set(self._max_running)
             self.metrics.in_progress.set(1)
-            outcome = self.run(self.settings, self.cancel)
+            if self.live is not None:
+                outcome = self.run(self.settings, self.cancel, live=self.live)
+            else:
+                outcome = self.run(self.settings, self.cancel)
             self.passes += 1
             if self.cancel.is_set() and not outcome.fatal:
                 outcome.exit_code = ExitCode.FATAL
@@ -238,6 +271,9 @@ def serve(
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    drift_thread = threading.Thread(target=_on_drift, args=(worker, stop), name="drift", daemon=True)
+    if worker.live is not None:
+        drift_thread.start()
     try:
         while not stop.wait(0.5):
             pass
@@ -255,12 +291,32 @@ def serve(
             worker.cancel.set()
             worker.abandoned += 1
             worker.metrics.runs.labels("abandoned").inc()
+        if worker.live is not None:
+            drift_thread.join(timeout=5)
+            worker.live.stop()
         httpd.shutdown()
         httpd.server_close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     log.info("stopped after %d pass(es)", worker.passes)
     return 1 if worker.abandoned else 0
+
+
+def _on_drift(worker: Worker, stop: threading.Event, debounce: float = DRIFT_DEBOUNCE) -> None:
+    """Run a pass soon after drift: debounced, and after the running pass (never two at once).
+
+    The flag is cleared *before* the pass plans, so drift seen while it runs causes one more pass.
+    """
+    while not stop.is_set():
+        if not worker.drift.wait(0.5):
+            continue
+        if stop.wait(debounce):
+            return
+        while worker.busy:
+            if stop.wait(0.1):
+                return
+        worker.drift.clear()
+        worker.run_pass()  # if a scheduled pass won the lock meanwhile, that pass sees the drift
 
 
 def _now(scheduler: BackgroundScheduler) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,8 @@ class Discovery:
     raw: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     clients: dict[str, KubeClient] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    cached: set[str] = field(default_factory=set)
+    """Clusters whose state came from ``serve``'s watch caches (no LIST sent)."""
 
     def close(self) -> None:
         for c in self.clients.values():
@@ -80,8 +82,13 @@ def discover(
     cluster_timeout: float = 60.0,
     workers: int = 8,
     connected: tuple[dict[str, KubeClient], dict[str, str]] | None = None,
+    cached: Mapping[str, list[dict[str, Any]] | None] | None = None,
 ) -> Discovery:
-    """LIST every cluster; ``connected`` reuses clients opened earlier (e.g. to take the run Lease)."""
+    """LIST every cluster; ``connected`` reuses clients opened earlier (e.g. to take the run Lease).
+
+    ``cached``: objects per cluster from synced watch caches (``WatchCaches.snapshot``); those
+    clusters are not LISTed. A cluster mapped to None (cache not synced) is LISTed as usual.
+    """
     clients, errors = connected if connected is not None else connect(targets, timeout)
     result = Discovery(Inventory(), clients=clients)
     for name, message in errors.items():
@@ -90,6 +97,10 @@ def discover(
 
     def one(target: ClusterTarget) -> tuple[ClusterTarget, list[dict[str, Any]] | None, str | None, float]:
         start = time.monotonic()
+        from_cache = (cached or {}).get(target.name)
+        if from_cache is not None:
+            result.cached.add(target.name)
+            return target, from_cache, None, 0.0
         client = clients[target.name]
         objects: list[dict[str, Any]] = []
         for resource, selector in DISCOVERY_LISTS:

@@ -2,7 +2,8 @@
 
 We speak plain JSON dicts (what ``kubectl get -o json`` shows) instead of the generated models:
 objects go straight into diffs, snapshots and server-side apply, and the requests made are exactly
-the ones listed here (LIST, server-side apply, DELETE, and GET/POST/PUT for the run Lease) — which
+the ones listed here (LIST, WATCH for ``serve``'s caches, server-side apply, DELETE, and GET/POST/PUT for
+the run Lease) — which
 the tests count against the API server's audit log. Transient failures (429, 5xx, timeouts) are
 retried with bounded exponential backoff, honouring ``Retry-After``.
 """
@@ -14,7 +15,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -192,19 +193,15 @@ class KubeClient:
 
     # -- verbs -------------------------------------------------------------------------------------
 
-    def list(
+    def list_versioned(
         self,
         resource: Resource,
         *,
         label_selector: str | None = None,
         namespace: str | None = None,
         metadata_only: bool = False,
-    ) -> list[dict[str, Any]]:
-        """LIST a collection (paged by 500), returning items with ``apiVersion``/``kind`` filled in.
-
-        ``metadata_only``: ask for ``PartialObjectMetadataList`` — names, labels, managedFields, no
-        spec — when only "which objects exist, and whose are they" matters.
-        """
+    ) -> tuple[list[dict[str, Any]], str]:
+        """:meth:`list`, plus the list's ``resourceVersion`` (where a WATCH of the same collection starts)."""
         items: list[dict[str, Any]] = []
         cont: str | None = None
         accept = METADATA_LIST if metadata_only else "application/json"
@@ -224,7 +221,86 @@ class KubeClient:
                 items.append(item)
             cont = (page.get("metadata") or {}).get("continue") or None
             if not cont:
-                return items
+                return items, str((page.get("metadata") or {}).get("resourceVersion") or "")
+
+    def list(
+        self,
+        resource: Resource,
+        *,
+        label_selector: str | None = None,
+        namespace: str | None = None,
+        metadata_only: bool = False,
+    ) -> list[dict[str, Any]]:
+        """LIST a collection (paged by 500), returning items with ``apiVersion``/``kind`` filled in.
+
+        ``metadata_only``: ask for ``PartialObjectMetadataList`` — names, labels, managedFields, no
+        spec — when only "which objects exist, and whose are they" matters.
+        """
+        return self.list_versioned(
+            resource, label_selector=label_selector, namespace=namespace, metadata_only=metadata_only
+        )[0]
+
+    def watch(
+        self,
+        resource: Resource,
+        *,
+        resource_version: str,
+        label_selector: str | None = None,
+        timeout_seconds: int = 300,
+        on_open: Callable[[Any], None] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """WATCH a collection from ``resource_version``: yields the events (``{"type", "object"}``).
+
+        One request, never retried here (the caller re-watches or re-lists). The server ends the
+        stream after ``timeout_seconds``; the read timeout is a little longer, so a dead connection
+        cannot block forever. ``on_open`` gets the streaming response (to shut it down from another
+        thread). An ``ERROR`` event (e.g. 410 Gone: the version was compacted) raises KubeError.
+        """
+        self.requests[("watch", resource.plural)] += 1
+        params: list[tuple[str, Any]] = [
+            ("watch", "1"),
+            ("resourceVersion", resource_version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(timeout_seconds)),
+        ]
+        if label_selector:
+            params.append(("labelSelector", label_selector))
+        method, url, headers, _, _ = self.api.param_serialize(
+            "GET",
+            resource.collection(),
+            query_params=params,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        unreachable = f"cannot reach the API server of {self.cluster}"
+        try:
+            response = self.api.call_api(
+                method, url, header_params=headers, _request_timeout=(self.timeout, timeout_seconds + 30)
+            )
+        except ApiException as exc:
+            raise _to_kube_error(exc.status or 0, exc.body, exc.reason or "", exc.headers) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise KubeError(0, f"{unreachable}: {_short(exc)}", "Unreachable") from None
+        raw = response.response
+        try:
+            if response.status >= 400:
+                raise _to_kube_error(response.status, raw.data, "", None)
+            if on_open is not None:
+                on_open(raw)
+            buffer = b""
+            for chunk in raw.stream(65536, decode_content=True):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        yield _watch_event(json.loads(line))
+            if buffer.strip():
+                yield _watch_event(json.loads(buffer))
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise KubeError(0, f"{unreachable}: watch interrupted: {_short(exc)}", "Unreachable") from None
+        finally:
+            with contextlib.suppress(Exception):
+                raw.release_conn()
 
     def apply(self, resource: Resource, obj: dict[str, Any], *, force: bool, dry_run: bool) -> dict[str, Any]:
         """Server-side apply as ``mesh-reconciler``."""
@@ -284,6 +360,17 @@ class KubeClient:
     def close(self) -> None:
         with contextlib.suppress(Exception):  # best effort on shutdown
             self.api.close()
+
+
+def _watch_event(event: dict[str, Any]) -> dict[str, Any]:
+    if event.get("type") == "ERROR":
+        status: dict[str, Any] = event.get("object") or {}
+        raise KubeError(
+            int(status.get("code") or 0),
+            str(status.get("message") or "watch failed"),
+            str(status.get("reason") or ""),
+        )
+    return event
 
 
 def _short(exc: BaseException) -> str:

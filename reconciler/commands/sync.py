@@ -178,7 +178,9 @@ def serve(
         trigger(seconds, cron)
     except ValueError as exc:
         fail(str(exc))
-    worker = Worker(settings)
+    from reconciler.clusters.watch import WatchCaches
+
+    worker = Worker(settings, live=WatchCaches(timeout=settings.request_timeout))
     try:
         code = run_worker(
             worker,
