@@ -6,12 +6,14 @@ record that the diff output, the apply log, the status reports and the metrics a
 
 from __future__ import annotations
 
+import difflib
 import enum
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.findings import ObjectKey
+from reconciler.yamlio import to_yaml
 
 
 class Action(enum.StrEnum):
@@ -58,7 +60,8 @@ class ObjectChange:
     action: Action
     sources: tuple[ObjectKey, ...] = ()
     changed_paths: list[str] = field(default_factory=list)
-    diff: str = ""
+    compared: tuple[dict[str, Any], dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+    """(live, desired) in comparable form; :attr:`diff` renders them only when someone reads it."""
     message: str = ""
     previous_managers: list[str] = field(default_factory=list)
     """Field managers whose fields were (or would be) taken over."""
@@ -68,6 +71,15 @@ class ObjectChange:
     @property
     def ref(self) -> str:
         return f"{self.kind}/{self.namespace}/{self.name}"
+
+    @property
+    def diff(self) -> str:
+        """Unified YAML diff live -> desired. Rendered on demand: a first sync creates thousands of
+        objects, and dumping each as YAML when only a count is printed was a third of its CPU."""
+        if self.compared is None:
+            return ""
+        before, after = self.compared
+        return unified_diff(before, after, self.ref)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -115,10 +127,20 @@ class ClusterResult:
         return out
 
 
+def unified_diff(before: dict[str, Any], after: dict[str, Any], name: str) -> str:
+    a = to_yaml(before).splitlines(keepends=True) if before else []
+    b = to_yaml(after).splitlines(keepends=True) if after else []
+    return "".join(difflib.unified_diff(a, b, f"live/{name}", f"desired/{name}", n=3))
+
+
 @dataclass
 class ChangeSet:
     dry_run: bool
     clusters: dict[str, ClusterResult] = field(default_factory=dict)
+    _by_source: dict[ObjectKey, list[ObjectChange]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    _indexed: int = field(default=-1, init=False, repr=False, compare=False)
 
     def all(self) -> list[ObjectChange]:
         return [c for name in sorted(self.clusters) for c in self.clusters[name].changes]
@@ -140,7 +162,15 @@ class ChangeSet:
         )
 
     def for_policy(self, key: ObjectKey) -> list[ObjectChange]:
-        return [c for c in self.all() if key in c.sources]
+        """The changes a policy contributed to (an index built once: status asks for every policy)."""
+        changes = self.all()
+        if self._by_source is None or self._indexed != len(changes):
+            index: dict[ObjectKey, list[ObjectChange]] = {}
+            for change in changes:
+                for source in dict.fromkeys(change.sources):
+                    index.setdefault(source, []).append(change)
+            self._by_source, self._indexed = index, len(changes)
+        return list(self._by_source.get(key, ()))
 
     def to_dict(self) -> dict[str, Any]:
         return {

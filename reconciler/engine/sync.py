@@ -11,7 +11,6 @@ to load or validate, never while a policy file could not be read, never more tha
 from __future__ import annotations
 
 import concurrent.futures
-import difflib
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,7 +31,6 @@ from reconciler.engine.normalize import (
 from reconciler.findings import Finding, ObjectKey
 from reconciler.translate import MANAGED_KINDS
 from reconciler.translate.result import DesiredObject
-from reconciler.yamlio import to_yaml
 
 log = logging.getLogger(__name__)
 
@@ -354,7 +352,7 @@ class _ClusterSync:
             Action.CREATE if start.new else Action.CONFIGURE,
             d.sources,
             changed_paths=paths,
-            diff=unified_diff(start.before, after, f"{d.kind}/{d.namespace}/{d.name}"),
+            compared=(start.before, after),
             previous_managers=start.previous,
             written=self.options.apply and not self.options.dry_run,
             message="adopted (was not managed by mesh-reconciler)" if start.adopting else "",
@@ -463,13 +461,9 @@ class _ClusterSync:
                 c[0]["metadata"]["name"],
             ),
         ):
-            diff = unified_diff(
-                comparable_live(obj),
-                {},
-                f"{obj['kind']}/{obj['metadata'].get('namespace')}/{obj['metadata']['name']}",
-            )
+            diff: tuple[dict[str, Any], dict[str, Any]] = (comparable_live(obj), {})
             if not self.options.apply:
-                self._change(obj, Action.PRUNE, sources, diff=diff)
+                self._change(obj, Action.PRUNE, sources, compared=diff)
                 continue
             in_use = sorted(h for h in defined_hosts(obj) if h in routes)
             if in_use:  # a VirtualService before it could not be deleted and still routes here
@@ -492,12 +486,12 @@ class _ClusterSync:
                 )
             except KubeError as exc:
                 if exc.status == 404:
-                    self._change(obj, Action.PRUNE, sources, diff=diff, message="already gone")
+                    self._change(obj, Action.PRUNE, sources, compared=diff, message="already gone")
                     continue
                 self._change(obj, Action.FAILED, sources, message=f"delete failed: {exc.message}")
                 _note_routes(routes, obj)
                 continue
-            self._change(obj, Action.PRUNE, sources, diff=diff, written=not self.options.dry_run)
+            self._change(obj, Action.PRUNE, sources, compared=diff, written=not self.options.dry_run)
 
 
 @dataclass
@@ -590,9 +584,3 @@ def _strip_ours(obj: dict[str, Any]) -> dict[str, Any]:
     meta = dict(obj.get("metadata") or {})
     meta["managedFields"] = [m for m in meta.get("managedFields") or [] if m.get("manager") != FIELD_MANAGER]
     return {**obj, "metadata": meta}
-
-
-def unified_diff(before: dict[str, Any], after: dict[str, Any], name: str) -> str:
-    a = to_yaml(before).splitlines(keepends=True) if before else []
-    b = to_yaml(after).splitlines(keepends=True) if after else []
-    return "".join(difflib.unified_diff(a, b, f"live/{name}", f"desired/{name}", n=3))

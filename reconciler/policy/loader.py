@@ -98,6 +98,8 @@ class PolicySet:
     """Spec hash of every identified policy, valid or not (drives observedGeneration)."""
     unreadable_files: list[str] = field(default_factory=list)
     """Files whose objects could not even be identified; pruning is unsafe while any exist."""
+    _index: dict[ObjectKey, LoadedPolicy] | None = field(default=None, init=False, repr=False, compare=False)
+    _indexed: int = field(default=-1, init=False, repr=False, compare=False)
 
     @property
     def errors(self) -> list[Finding]:
@@ -109,10 +111,15 @@ class PolicySet:
         return [cast(Loaded[K], p) for p in self.policies if isinstance(p.obj, model)]
 
     def get(self, key: ObjectKey) -> LoadedPolicy | None:
-        for p in self.policies:
-            if p.key == key:
-                return p
-        return None
+        # Indexed: status and translation look up every policy, and a scan each made runs
+        # quadratic in the repository's size. Rebuilt whenever the list changed size (load
+        # appends, mark_invalid removes).
+        if self._index is None or self._indexed != len(self.policies):
+            self._index = {}
+            for p in self.policies:
+                self._index.setdefault(p.key, p)
+            self._indexed = len(self.policies)
+        return self._index.get(key)
 
     def mark_invalid(self, policy: LoadedPolicy, findings: list[Finding]) -> None:
         """Move a policy that failed a cross-object check out of the valid set."""
