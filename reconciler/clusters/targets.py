@@ -54,12 +54,15 @@ class ClusterTarget:
         return client.ApiClient(configuration)
 
 
+def split_kubeconfig(entries: Sequence[str] | None) -> list[str]:
+    """``a``, ``b:c`` -> ``[a, b, c]``: kubectl's KUBECONFIG list syntax, for flags and variables alike."""
+    return [p for entry in entries or [] for p in entry.split(os.pathsep) if p]
+
+
 def kubeconfig_files(explicit: Sequence[str] | None) -> list[str]:
-    files: list[str] = []
-    for entry in explicit or []:
-        files.extend(p for p in entry.split(os.pathsep) if p)
+    files = split_kubeconfig(explicit)
     if not files and os.environ.get("KUBECONFIG"):
-        files = [p for p in os.environ["KUBECONFIG"].split(os.pathsep) if p]
+        files = split_kubeconfig([os.environ["KUBECONFIG"]])
     if not files:
         default = Path.home() / ".kube" / "config"
         if default.exists():

@@ -24,6 +24,7 @@ from typing import Annotated, Any
 
 import typer
 
+from reconciler.clusters.targets import split_kubeconfig
 from reconciler.output import OutputFormat
 from reconciler.settings import SETTING_NAMES, Settings, env_name
 
@@ -204,7 +205,7 @@ class ClusterOptions(OptionGroup):
     def values(self) -> dict[str, Any]:
         return {
             **super().values(),
-            "kubeconfig": split_paths(self.kubeconfig),
+            "kubeconfig": split_kubeconfig(self.kubeconfig),
             "context": list(self.context or []),
         }
 
@@ -311,14 +312,6 @@ def pass_settings(params: Mapping[str, Any], *, not_settings: Iterable[str] = ()
     if stray:
         raise TypeError(f"parameters {', '.join(stray)} reach no setting: add them to an option group")
     return make_settings(*groups)
-
-
-def split_paths(values: list[str] | None) -> list[str]:
-    """``--kubeconfig a --kubeconfig b:c`` (and RECONCILER_KUBECONFIG=b:c) -> [a, b, c]."""
-    out: list[str] = []
-    for value in values or []:
-        out.extend(p for p in value.split(":") if p)
-    return out
 
 
 def parse_bool(value: str, option: str) -> bool:
