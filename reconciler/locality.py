@@ -6,6 +6,7 @@ ServiceEntries, the data-plane model (:mod:`reconciler.dataplane.priorities`) ra
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -44,9 +45,9 @@ class Locality:
     def __str__(self) -> str:
         return "/".join(p for p in (self.region, self.zone, self.subzone) if p) or "(none)"
 
-    @property
+    @functools.cached_property
     def path(self) -> str:
-        """The ServiceEntry ``locality`` string."""
+        """The ServiceEntry ``locality`` string (cached: rendering asks for it once per endpoint)."""
         return "/".join(p for p in (self.region, self.zone, self.subzone) if p)
 
     def labels(self) -> dict[str, str]:

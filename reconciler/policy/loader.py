@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import os
@@ -64,8 +65,9 @@ class Loaded(Generic[P]):
     spec_hash: str
     positions: Positions = field(repr=False, compare=False, default_factory=dict)
 
-    @property
+    @functools.cached_property
     def key(self) -> ObjectKey:
+        """(cached: translation and status ask for it hundreds of thousands of times at scale)"""
         return ObjectKey(self.obj.kind, self.obj.namespace, self.obj.name)
 
     def location_of(self, path: FieldPath) -> Location:

@@ -7,7 +7,9 @@ DestinationRule field X come from".
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+import gc
+from collections.abc import Iterable, Iterator, Mapping
 
 from reconciler.clusters.inventory import Inventory
 from reconciler.findings import ObjectKey, error
@@ -54,6 +56,31 @@ def translate(
     default refuses only the protected system namespaces). A policy that would write one object
     outside its boundaries is invalid as a whole and contributes nothing, like any invalid policy.
     """
+    with _cyclic_gc_paused():
+        return _translate(policies, inventory, configured_clusters, cluster_domain, tenancy)
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Translation allocates hundreds of thousands of small dicts and makes no reference cycles;
+    left on, the cyclic collector re-walks the growing heap again and again (render time grew
+    superlinearly: 10x the policies took 12x the time). Reference counting still frees everything."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _translate(
+    policies: PolicySet,
+    inventory: Inventory,
+    configured_clusters: Iterable[str] | None,
+    cluster_domain: str,
+    tenancy: Tenancy,
+) -> Translation:
     configured = set(configured_clusters) if configured_clusters is not None else set(inventory.clusters)
     # Only rendering tells where a policy writes (selected services' namespaces, the mesh's
     # namespace), so check the rendered objects. A violator is then translated *out* rather than its

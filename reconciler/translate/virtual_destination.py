@@ -29,8 +29,8 @@ ServiceEntry for the hostname, so that one must exist too.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
-import json
 from dataclasses import dataclass
 
 from reconciler.clusters.inventory import ClusterState, Endpoint, Inventory, Service, ServicePort
@@ -474,9 +474,9 @@ def _endpoints_for(
         out.append(
             _endpoint(gateway.address, port_name, gateway.port, svc.locality, svc.cluster, plan, b.index, 1)
         )
-    groups: dict[tuple[str, str, str], JSON] = {}
+    groups: dict[tuple[str, str, tuple[tuple[str, str], ...]], JSON] = {}
     for entry in out:  # the same address can back two selected services: keep one, sum weights
-        key = (entry["address"], entry.get("locality", ""), json.dumps(entry["labels"], sort_keys=True))
+        key = (entry["address"], entry.get("locality", ""), tuple(sorted(entry["labels"].items())))
         if key in groups:
             groups[key]["weight"] = groups[key].get("weight", 1) + entry.get("weight", 1)
         else:
@@ -507,7 +507,8 @@ def _endpoint(
     return ep
 
 
-def _is_ip(text: str) -> bool:
+@functools.lru_cache(maxsize=65536)
+def _is_ip(text: str) -> bool:  # cached: the same gateway address backs every VirtualDestination
     try:
         ipaddress.ip_address(text)
         return True
