@@ -210,6 +210,7 @@ class _ClusterSync:
             reason = self.stop()
             if reason:
                 self._hold(d, current, f"not written: {reason}")
+                _note_routes(routes, current)
                 continue
             stranded = sorted(routed_hosts(d.body) & missing_hosts)
             if stranded:
