@@ -18,8 +18,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from reconciler.clusters.inventory import Inventory, unavailable
-from reconciler.engine.changeset import Action, ChangeSet
+from reconciler.engine.changeset import Action, ChangeSet, ObjectChange
 from reconciler.findings import Finding, Severity
+from reconciler.markdown import DEFAULT_LIMIT, Markdown, code, code_block, html
+from reconciler.markdown import escape as md_escape
 from reconciler.yamlio import to_yaml, to_yaml_stream
 
 __all__ = ["to_yaml", "to_yaml_stream"]  # re-exported for the commands' printing
@@ -34,6 +36,15 @@ class OutputFormat(enum.StrEnum):
     TEXT = "text"
     JSON = "json"
     YAML = "yaml"
+
+
+class DiffFormat(enum.StrEnum):
+    """``diff -o``: the formats of every command, plus a pull-request comment."""
+
+    TEXT = "text"
+    JSON = "json"
+    YAML = "yaml"
+    MARKDOWN = "markdown"
 
 
 class BootstrapFormat(enum.StrEnum):
@@ -202,6 +213,10 @@ def print_explanation(console: Console, result: Explanation, failed: Iterable[st
             f"baseEjectionTime={od.get('baseEjectionTime')} maxEjectionPercent={od.get('maxEjectionPercent')}{extra}"
         )
     )
+    if result.istio is not None:
+        console.print(escape(f"istiod in {result.cluster}: {result.istio.describe()}"))
+        if result.istio.warning:
+            console.print(f"[yellow]warning:[/yellow] {escape(result.istio.warning)}")
     if failed:
         console.print(escape(f"ejected: endpoints in {', '.join(failed)}"))
     console.print()
@@ -279,12 +294,65 @@ def print_changeset(console: Console, changes: ChangeSet, *, show_diff: bool = T
     )
 
 
-def print_diff(changes: ChangeSet, fmt: OutputFormat) -> None:
-    """``diff``: the change set for people (``-o text``), else as a JSON or YAML document."""
-    if fmt is OutputFormat.TEXT:
+def print_diff(changes: ChangeSet, fmt: OutputFormat | DiffFormat) -> None:
+    """``diff``: the change set for people (``-o text``), a pull-request comment (``-o markdown``),
+    else as a JSON or YAML document."""
+    if fmt == DiffFormat.MARKDOWN:
+        _write(render_diff_markdown(changes))
+    elif fmt == OutputFormat.TEXT:
         print_changeset(stdout_console(), changes)
     else:
-        print_document(changes.to_dict(), fmt)
+        print_document(changes.to_dict(), OutputFormat(fmt.value))
+
+
+def render_diff_markdown(changes: ChangeSet, limit: int = DEFAULT_LIMIT) -> str:
+    """``diff -o markdown``: a summary table, then one collapsible section per cluster with each
+    differing object and its diff (unchanged objects are counted, not listed)."""
+    total = changes.counts()
+    differences = sum(total[a.value] for a in Action if a.is_difference)
+    errors = sum(total[a.value] for a in Action if a.is_error)
+    verdict = "no differences" if not differences else f"{differences} object(s) differ"
+    md = Markdown()
+    md.heading(3, f"mesh-reconciler diff: {verdict}" + (f", {errors} error(s)" if errors else ""))
+    md.table(
+        ["cluster", *_ACTIONS],
+        [
+            [code(name), *(str(changes.clusters[name].counts()[a]) for a in _ACTIONS)]
+            if changes.clusters[name].reachable
+            else [code(name), *(["unreachable"] + ["—"] * (len(_ACTIONS) - 1))]
+            for name in sorted(changes.clusters)
+        ],
+    )
+    for name in sorted(changes.clusters):
+        result = changes.clusters[name]
+        if not result.reachable:
+            md.paragraph(
+                f"> [!WARNING]\n> cluster {code(name)} is unreachable: {md_escape(result.error or '')}"
+            )
+            continue
+        shown = [c for c in result.changes if c.action is not Action.UNCHANGED]
+        if not shown and not result.notes:
+            continue
+        counts = result.counts()
+        summary = ", ".join(
+            f"{Action(a).symbol} {counts[a]} {a}" for a in _ACTIONS if counts[a] and a != "unchanged"
+        )
+        items = [_diff_item(c) for c in shown] + [f"- {md_escape(note)}\n" for note in result.notes]
+        md.details(f"{html(name)}: {html(summary or 'notes')}", items)
+    return md.render(limit, hint="Run `reconciler diff -o json` for the whole change set.")
+
+
+def _diff_item(change: ObjectChange) -> str:
+    line = f"- {code(f'{change.action.symbol} {change.action.value}')} {code(change.ref)}"
+    if change.changed_paths:
+        line += " — " + ", ".join(code(p) for p in change.changed_paths)
+    if change.message:
+        line += f"<br>{md_escape(change.message)}"
+    diff = change.diff
+    if not diff:
+        return line + "\n"
+    block = code_block(diff, "diff")
+    return line + "\n\n" + "".join(f"  {ln}\n" if ln else "\n" for ln in block.splitlines()) + "\n"
 
 
 def print_reconcile(outcome: ReconcileOutcome, fmt: OutputFormat) -> None:
@@ -298,9 +366,18 @@ def print_reconcile(outcome: ReconcileOutcome, fmt: OutputFormat) -> None:
         payload["policyCommit"] = checkout.policy_commit if checkout else None
         payload["statusCommit"] = outcome.status_commit
         payload["exitCode"] = int(outcome.exit_code)
+        if outcome.result.shard is not None:
+            payload["shard"] = str(outcome.result.shard)
+            payload["ownedClusters"] = list(outcome.result.owned or [])
         print_document(payload, fmt)
         return
     out = stdout_console()
+    if outcome.result.shard is not None:
+        owned, fleet = outcome.result.owned or [], outcome.result.plan.inventory.clusters
+        out.print(
+            f"shard {outcome.result.shard}: writes {len(owned)} of {len(fleet)} clusters "
+            f"({', '.join(owned) or 'none'}); the others were only read"
+        )
     print_changeset(out, outcome.result.changes)
     if outcome.status_commit:
         out.print(f"status committed: {outcome.status_commit[:12]}")

@@ -12,10 +12,12 @@ else (:func:`cluster_source`, :func:`sync_options`, :func:`lease_settings`), so 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +32,20 @@ from reconciler.findings import ObjectKey
 from reconciler.plan import ClusterSource, Connection, Plan, build_plan, connect_clusters
 from reconciler.repo_config import RepoConfig, load_repo_config, repo_subdir
 from reconciler.settings import DEFAULT_TOKEN_ENV, Settings
-from reconciler.status import build_status, read_status_dir, status_commit_message, write_status_dir
+from reconciler.shard import Shard, ShardError, resolve_shard
+from reconciler.status import (
+    build_status,
+    read_status_dir,
+    status_commit_message,
+    status_summary,
+    write_status_dir,
+)
+from reconciler.status.results import (
+    merge_results,
+    read_cluster_results,
+    remove_cluster_results,
+    write_cluster_results,
+)
 
 if TYPE_CHECKING:
     from reconciler.source import Checkout, GitAuth
@@ -66,13 +81,31 @@ def sync_options(effective: Settings, *, apply: bool) -> SyncOptions:
     )
 
 
-def lease_settings(effective: Settings) -> LeaseSettings:
+def lease_settings(effective: Settings, shard: Shard | None = None) -> LeaseSettings:
+    """The run Lease; a shard has its own (``mesh-reconciler-shard-1-of-3``), so shards never wait
+    for each other while two runs of the same shard still exclude each other."""
     return LeaseSettings(
-        name=effective.lease_name,
+        name=shard.lease_name(effective.lease_name) if shard is not None else effective.lease_name,
         namespace=effective.lease_namespace,
         duration=effective.lease_duration,
         cluster=effective.lease_cluster,
     )
+
+
+def shard_of(effective: Settings, environ: Mapping[str, str] | None = None) -> Shard | None:
+    """This process's shard (``--shard``, else ``--shard-count`` + ``JOB_COMPLETION_INDEX``), or
+    None for an unsharded run. Raises :class:`ShardError` for an unusable combination."""
+    return resolve_shard(effective.shard, effective.shard_count, os.environ if environ is None else environ)
+
+
+def shard_sync_options(options: SyncOptions, shard: Shard | None, clusters: list[str]) -> SyncOptions:
+    """A shard compares, writes and prunes only the clusters it owns (the others are read only)."""
+    if shard is None:
+        return options
+    owned = set(shard.select(clusters))  # may be empty: a shard that owns nothing writes nothing
+    if options.cluster_filter is not None:
+        owned &= options.cluster_filter
+    return dataclasses.replace(options, cluster_filter=owned)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -87,6 +120,9 @@ class PassResult:
     lease_cluster: str | None = None
     errors: list[str] = field(default_factory=list)
     """Run-level problems outside any cluster's change set (e.g. the Lease could not be released)."""
+    shard: Shard | None = None
+    owned: list[str] | None = None
+    """With a shard: the clusters it owned (compared, written, pruned); None: every cluster."""
 
     @property
     def invalid(self) -> bool:
@@ -124,6 +160,7 @@ def run_pass(
     lease: LeaseSettings | None = None,
     cancel: threading.Event | None = None,
     live: WatchCaches | None = None,
+    shard: Shard | None = None,
 ) -> PassResult:
     """Plan and sync once. With ``options.apply`` and not ``dry_run``, hold the Lease while writing.
 
@@ -135,22 +172,28 @@ def run_pass(
     ``live`` (``serve`` only): watch caches kept across passes. Clusters whose cache is synced are
     planned from it (no LIST); the others are LISTed. A cluster this pass wrote to is LISTed by the
     next pass (see :meth:`WatchCaches.wrote`).
+
+    ``shard``: discover and translate the whole fleet (translation needs every cluster's services
+    and localities) but compare, write and prune only the clusters the shard owns; ``lease`` is then
+    the shard's own Lease (see :func:`lease_settings`).
     """
+    if shard is not None and shard.single:
+        shard = None
     start = time.monotonic()
     if live is not None and source.state is not None:
         live = None  # live state from a snapshot directory: nothing to watch
     if (not options.apply or options.dry_run) and live is None:
         with build_plan(root, source) as plan:
-            changes = sync(plan.desired(), plan.clients, options)
-        return PassResult(plan, changes, time.monotonic() - start)
+            changes = sync(plan.desired(), plan.clients, _for_shard(options, shard, plan))
+        return _result(plan, changes, start, shard)
     repo, _ = load_repo_config(root)
     connection = connect_clusters(source, repo)
     if not options.apply or options.dry_run:
         if live is not None:
             live.ensure(connection.targets)
         with build_plan(root, source, connection, _snapshot(live)) as plan:
-            changes = sync(plan.desired(), plan.clients, options)
-        return PassResult(plan, changes, time.monotonic() - start)
+            changes = sync(plan.desired(), plan.clients, _for_shard(options, shard, plan))
+        return _result(plan, changes, start, shard)
     lease = lease or LeaseSettings()
     try:
         cluster, client = lease_client(connection, repo, lease)
@@ -171,7 +214,9 @@ def run_pass(
             plan = build_plan(root, source, connection, _snapshot(live))
             synced: ChangeSet | None = None
             try:
-                changes = synced = sync(plan.desired(), plan.clients, options, stop=stop_reason)
+                changes = synced = sync(
+                    plan.desired(), plan.clients, _for_shard(options, shard, plan), stop=stop_reason
+                )
             finally:
                 if live is not None:
                     for name in plan.inventory.clusters:
@@ -179,7 +224,7 @@ def run_pass(
                             live.wrote(name)
     finally:
         connection.close()  # the plan's clients too, once the Lease is released with one of them
-    result = PassResult(plan, changes, time.monotonic() - start, lease_cluster=cluster)
+    result = _result(plan, changes, start, shard, lease_cluster=cluster)
     if run_lease.release_error:
         result.errors.append(run_lease.release_error)
     if run_lease.lost.is_set():
@@ -189,6 +234,19 @@ def run_pass(
     if cancel is not None and cancel.is_set():
         result.errors.append("the pass was cancelled (worker shutting down); writing stopped")
     return result
+
+
+def _for_shard(options: SyncOptions, shard: Shard | None, plan: Plan) -> SyncOptions:
+    return shard_sync_options(options, shard, list(plan.inventory.clusters))
+
+
+def _result(
+    plan: Plan, changes: ChangeSet, start: float, shard: Shard | None, lease_cluster: str | None = None
+) -> PassResult:
+    owned = shard.select(plan.inventory.clusters) if shard is not None else None
+    return PassResult(
+        plan, changes, time.monotonic() - start, lease_cluster=lease_cluster, shard=shard, owned=owned
+    )
 
 
 def _snapshot(live: WatchCaches | None) -> dict[str, list[dict[str, Any]] | None] | None:
@@ -265,6 +323,34 @@ def _status_dir_rel(subdir: str, status_path: str) -> str:
     return repo_subdir(status_path, parent=subdir)
 
 
+def with_status_snapshot(
+    regenerate: Callable[[Path], bool], effective: Settings, plan: Plan, subdir: str
+) -> Callable[[Path], bool]:
+    """``regenerate`` plus, when ``status_snapshot`` is on, the live state this pass planned from in
+    ``<status>/snapshot/`` (``reconciler.clusters.snapshot.export_snapshot``: no Secrets, bounded),
+    so pull-request CI can run ``reconciler impact --state`` on it without cluster credentials."""
+    if not effective.status_snapshot or plan.discovery is None or effective.status_path is None:
+        return regenerate
+    from reconciler.clusters.snapshot import EXPORT_DIR, export_snapshot
+
+    raw = plan.discovery.raw
+    unreachable = frozenset(n for n, st in plan.inventory.clusters.items() if not st.reachable)
+    rel = _status_dir_rel(subdir, effective.status_path)
+
+    def write(worktree: Path) -> bool:
+        changed = regenerate(worktree)
+        directory = worktree / rel / EXPORT_DIR
+        if not directory.resolve().is_relative_to(worktree.resolve()):  # a symlink in the repository
+            log.warning("live-state snapshot not written: %s leads outside the repository", directory)
+            return changed
+        wrote, warning = export_snapshot(directory, raw, keep=unreachable)
+        if warning:
+            log.warning("%s", warning)
+        return wrote or changed
+
+    return write
+
+
 def _reconcile(
     settings: Settings, cancel: threading.Event | None, live: WatchCaches | None = None
 ) -> ReconcileOutcome:
@@ -274,6 +360,10 @@ def _reconcile(
         return ReconcileOutcome(
             ExitCode.FATAL, "no policy repository: pass --repo URL|PATH (or RECONCILER_REPO)"
         )
+    try:
+        shard = shard_of(settings)
+    except ShardError as exc:
+        return ReconcileOutcome(ExitCode.FATAL, str(exc))
     # 1. source. The repository's reconciler.yaml is only known after the fetch; status_dir (which
     # our own commits touch) defaults to the usual one so they never count as policy changes.
     try:
@@ -296,10 +386,11 @@ def _reconcile(
     effective = settings.resolved(repo_config)
     assert effective.status_path is not None and effective.max_prune_ratio is not None
     log.info(
-        "reconciling %s at %s (policy commit %s)",
+        "reconciling %s at %s (policy commit %s)%s",
         checkout.url,
         checkout.sha[:12],
         checkout.policy_commit[:12],
+        f" as shard {shard}" if shard is not None else "",
     )
 
     # 2. plan + sync
@@ -308,9 +399,10 @@ def _reconcile(
             root,
             cluster_source(effective),
             sync_options(effective, apply=True),
-            lease_settings(effective),
+            lease_settings(effective, shard),
             cancel=cancel,
             live=live,
+            shard=shard,
         )
     except LeaseHeld as exc:
         return ReconcileOutcome(ExitCode.FATAL, f"lock held: {exc}", checkout)
@@ -326,37 +418,75 @@ def _reconcile(
     # 3. status
     status_root_rel = effective.status_path
     previous = read_status_dir(root, status_root_rel)
-    docs = build_status(
-        plan.policies,
-        plan.translation,
-        result.changes,
-        plan.inventory,
-        checkout.policy_commit,
-        previous,
-        dry_run=effective.dry_run,
-    )
+    commit = checkout.policy_commit
+
+    def sharded_docs(base: Path) -> dict[ObjectKey, dict[str, Any]]:
+        merged = merge_results(
+            result.changes,
+            result.owned or (),
+            read_cluster_results(base, status_root_rel),
+            plan.inventory.clusters,
+            commit,
+        )
+        # No inventory: each cluster's reachability is as its own shard saw it (from its record).
+        return build_status(
+            plan.policies, plan.translation, merged, None, commit, previous, dry_run=effective.dry_run
+        )
+
+    if shard is None:
+        docs = build_status(
+            plan.policies,
+            plan.translation,
+            result.changes,
+            plan.inventory,
+            checkout.policy_commit,
+            previous,
+            dry_run=effective.dry_run,
+        )
+    else:
+        docs = {}  # built by regenerate, from every cluster's record in the worktree it writes
+    # A policy FAILED only in its status (istiod's analysis rejects what we applied) is degraded too.
+    failed_in_status = bool(docs) and status_summary(docs)[2] > 0
     outcome = ReconcileOutcome(
-        ExitCode.OK if result.converged else ExitCode.DEGRADED, checkout=checkout, result=result, status=docs
+        ExitCode.OK if result.converged and not failed_in_status else ExitCode.DEGRADED,
+        checkout=checkout,
+        result=result,
+        status=docs,
     )
     if result.errors:
         outcome.error = "; ".join(result.errors)
-    commit = checkout.policy_commit
 
     def regenerate(worktree: Path) -> bool:
-        return write_status_dir(worktree / settings.path, status_root_rel, docs, commit)
+        base = worktree / settings.path
+        if shard is None:  # the whole fleet: no shard's records are needed (nor kept)
+            changed = write_status_dir(base, status_root_rel, docs, commit)
+            return remove_cluster_results(base, status_root_rel) or changed
+        # Sharded: the reports are rebuilt from every cluster's record — this shard's fresh ones and
+        # the others' as they are in this worktree (after a lost push race: the winner's commit).
+        outcome.status = sharded_docs(base)
+        changed = False
+        if not effective.dry_run:
+            mine = {n: r for n, r in result.changes.clusters.items() if n in (result.owned or ())}
+            fleet = list(plan.inventory.clusters)
+            changed = write_cluster_results(base, status_root_rel, mine, commit, fleet)
+        return write_status_dir(base, status_root_rel, outcome.status, commit) or changed
 
+    write_status = with_status_snapshot(regenerate, effective, plan, settings.path)
     if not effective.commit or effective.dry_run:
-        outcome.status_changed = regenerate(checkout.path)
+        outcome.status_changed = write_status(checkout.path)
         return outcome
     try:
         outcome.status_commit = commit_status(
             checkout,
             _status_dir_rel(settings.path, status_root_rel),
-            message=status_commit_message(docs, commit),
+            message=lambda: status_commit_message(outcome.status, commit),
             author_name=effective.author_name,
             author_email=effective.author_email,
             status_branch=effective.status_branch,
-            regenerate=regenerate,
+            regenerate=write_status,
+            # Each rejected push is another writer's success: with N shards racing, the last one may
+            # lose N-1 times before its push lands.
+            max_attempts=3 if shard is None else max(3, shard.count + 2),
         )
         outcome.status_changed = outcome.status_commit is not None
     except SourceError as exc:

@@ -60,6 +60,10 @@ def repo_subdir(path: str, *, parent: str = ".") -> str:
 
 class StatusSettings(_Model):
     path: str = "status"
+    snapshot: bool = False
+    """Also commit the fleet's topology as the pass listed it into ``<path>/snapshot/`` (no Secrets,
+    none of our own objects, size bounded), so pull-request CI can run ``reconciler impact --state``
+    without cluster credentials."""
 
     @field_validator("path")
     @classmethod

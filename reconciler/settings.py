@@ -59,11 +59,16 @@ class Settings:
     commit: bool = True
     author_name: str = "mesh-reconciler"
     author_email: str = "mesh-reconciler@localhost"
+    status_snapshot: bool | None = None
+    """Also write the live state into ``<status>/snapshot/`` (None: reconciler.yaml's status.snapshot)."""
     # lease
     lease_name: str = LEASE_NAME
     lease_namespace: str = LEASE_NAMESPACE
     lease_duration: int = LEASE_SECONDS
     lease_cluster: str | None = None
+    # shards (one process per shard: see reconciler/shard.py and docs/scaling.md)
+    shard: str | None = None
+    shard_count: int | None = None
     # logs
     log_format: str = "auto"
     log_level: str = "info"
@@ -77,6 +82,8 @@ class Settings:
             out.max_prune_ratio = repo_config.prune.max_prune_ratio
         if out.status_path is None:
             out.status_path = repo_config.status.path
+        if out.status_snapshot is None:
+            out.status_snapshot = repo_config.status.snapshot
         if out.lease_cluster is None:
             out.lease_cluster = repo_config.management_cluster
         return out

@@ -23,6 +23,7 @@ from types import FrameType
 from typing import Any
 
 import pytest
+from istioharness import IstioAssets, find_istio_assets, missing_istio_message
 from kubeharness import Clusters, find_binaries, kube, missing_binaries_message, start_clusters
 from kubeharness.binaries import Binaries
 from kubernetes.client import ApiClient
@@ -50,6 +51,16 @@ def require_k8s_binaries() -> Binaries:
         if _in_ci():
             pytest.fail(f"CI=true and {msg}", pytrace=False)
         pytest.skip(msg)
+    return found
+
+
+def require_istio() -> IstioAssets:
+    """The real istiod build (``tools/build-istio-assets.sh``); skip locally, FAIL under CI=true."""
+    found = find_istio_assets()
+    if found is None:
+        if _in_ci():
+            pytest.fail(f"CI=true and {missing_istio_message()}", pytrace=False)
+        pytest.skip(missing_istio_message())
     return found
 
 

@@ -16,28 +16,10 @@ ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 ASSETS="${KUBEBUILDER_ASSETS:-${XDG_CACHE_HOME:-$HOME/.cache}/mesh-reconciler/k8s/${K8S_VERSION#v}}"
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
-log() { printf '[build-k8s-assets] %s\n' "$*" >&2; }
-
-if ! command -v go >/dev/null 2>&1; then
-  log "go is not installed: install Go >= 1.26 (https://go.dev/dl/) or set KUBEBUILDER_ASSETS to a directory holding kube-apiserver and etcd"
-  exit 3
-fi
-go_minor="$(go env GOVERSION | sed -nE 's/^go1\.([0-9]+).*/\1/p')"
-if [ -n "$go_minor" ] && [ "$go_minor" -lt 26 ]; then
-  log "$(go env GOVERSION) is too old: kube-apiserver ${K8S_VERSION} needs Go >= 1.26"
-  exit 3
-fi
-mkdir -p "$ASSETS"
-# One build at a time per assets directory (a second invocation waits, then finds the binaries).
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$ASSETS/.build.lock"
-  if ! flock -n 9; then
-    log "another build into $ASSETS is running; waiting for it ..."
-    flock 9
-  fi
-fi
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+LOG_PREFIX=build-k8s-assets WHAT="kube-apiserver ${K8S_VERSION}"
+HINT="KUBEBUILDER_ASSETS to a directory holding kube-apiserver and etcd"
+# shellcheck source=tools/go-build-common.sh
+. "$(cd "$(dirname "$0")" && pwd)/go-build-common.sh"
 
 if [ ! -x "$ASSETS/etcd" ]; then
   log "building etcd $ETCD_VERSION (first run only, ~1 min) ..."

@@ -151,6 +151,69 @@ class ClusterState:
         return self.gateways[0] if self.gateways else None
 
 
+@dataclass(frozen=True)
+class ControlPlaneMessage:
+    """An analysis message istiod wrote into an Istio object's ``status.validationMessages``.
+
+    istiod does this with ``PILOT_ENABLE_STATUS`` and analysis enabled (``istioctl analyze`` in the
+    control plane): e.g. ``IST0101 ReferencedResourceNotFound`` for a route to a subset no
+    DestinationRule defines. The message is about the object as istiod last analysed it.
+    """
+
+    code: str
+    name: str
+    level: str
+    """ERROR, WARNING or INFO."""
+    text: str
+
+    def format(self) -> str:
+        what = " ".join(p for p in (self.code, self.name) if p)
+        return f"{self.level} {what}" + (f": {self.text}" if self.text else "")
+
+
+ANALYSIS_NAMES = {
+    "IST0101": "ReferencedResourceNotFound",
+    "IST0104": "GatewayPortNotOnWorkload",
+    "IST0106": "SchemaValidationError",
+    "IST0109": "ConflictingMeshGatewayVirtualServiceHosts",
+    "IST0112": "VirtualServiceDestinationPortSelectorRequired",
+    "IST0128": "NoServerCertificateVerificationDestinationLevel",
+    "IST0132": "VirtualServiceHostNotFoundInGateway",
+    "IST0134": "ServiceEntryAddressesRequired",
+    "IST0173": "DestinationRuleSubsetNotSelectPods",
+}
+"""Names of the analysis codes most likely on objects we write: istiod's status carries only the code
+and a documentation URL (https://istio.io/latest/docs/reference/config/analysis/)."""
+
+_LEVELS = {"ERROR": "ERROR", "ERR": "ERROR", "WARNING": "WARNING", "WARN": "WARNING", "INFO": "INFO"}
+
+
+def control_plane_messages(obj: Mapping[str, Any]) -> list[ControlPlaneMessage]:
+    """istiod's analysis messages on a live object, or [] (none, or written for an older generation)."""
+    status = obj.get("status")
+    if not isinstance(status, Mapping):
+        return []
+    raw = status.get("validationMessages")
+    if not isinstance(raw, list) or not raw:
+        return []
+    observed = status.get("observedGeneration")
+    generation = (obj.get("metadata") or {}).get("generation")
+    if observed not in (None, "") and generation is not None and str(observed) != str(generation):
+        return []  # stale: istiod has not analysed the object as it is now
+    out = []
+    for item in raw:
+        if not isinstance(item, Mapping):
+            continue
+        found = item.get("type")
+        kind: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+        code = str(kind.get("code") or item.get("code") or "")
+        name = str(kind.get("name") or ANALYSIS_NAMES.get(code, ""))
+        level = _LEVELS.get(str(item.get("level") or "").upper(), str(item.get("level") or "INFO").upper())
+        text = str(item.get("message") or item.get("description") or item.get("documentationUrl") or "")
+        out.append(ControlPlaneMessage(code, name, level, text))
+    return out
+
+
 @dataclass
 class Inventory:
     clusters: dict[str, ClusterState] = field(default_factory=dict)

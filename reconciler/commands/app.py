@@ -17,6 +17,7 @@ import typer
 from reconciler import __version__
 from reconciler.commands.config import config
 from reconciler.commands.envoy_config import envoy_config
+from reconciler.commands.impact import impact
 from reconciler.commands.render import explain, render
 from reconciler.commands.snapshot import snapshot
 from reconciler.commands.sync import diff, reconcile, serve
@@ -58,6 +59,7 @@ app.command("explain")(explain)
 app.command("envoy-config")(envoy_config)
 app.command("snapshot")(snapshot)
 app.command("diff")(diff)
+app.command("impact")(impact)
 app.command("reconcile")(reconcile)
 app.command("serve")(serve)
 app.command("config")(config)

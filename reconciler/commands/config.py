@@ -37,8 +37,11 @@ def config(
     commit: opt.CommitOpt = opt.DEFAULTS.commit,
     author_name: opt.AuthorNameOpt = opt.DEFAULTS.author_name,
     author_email: opt.AuthorEmailOpt = opt.DEFAULTS.author_email,
+    status_snapshot: opt.StatusSnapshotOpt = None,
     lease_cluster: opt.LeaseClusterOpt = opt.DEFAULTS.lease_cluster,
     lease_namespace: opt.LeaseNamespaceOpt = opt.DEFAULTS.lease_namespace,
+    shard: opt.ShardOpt = opt.DEFAULTS.shard,
+    shard_count: opt.ShardCountOpt = opt.DEFAULTS.shard_count,
     log_format: opt.LogFormatOpt = opt.DEFAULTS.log_format,
     log_level: opt.LogLevelOpt = opt.DEFAULTS.log_level,
     repo_config: Annotated[

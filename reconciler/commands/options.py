@@ -25,7 +25,8 @@ from typing import Annotated, Any
 import typer
 
 from reconciler.clusters.targets import split_kubeconfig
-from reconciler.output import OutputFormat
+from reconciler.impact_output import ReportFormat
+from reconciler.output import DiffFormat, OutputFormat
 from reconciler.settings import SETTING_NAMES, Settings, env_name
 
 DEFAULTS = Settings()
@@ -43,6 +44,31 @@ def _option(decls: str, help: str) -> Any:
 
 PathArg = Annotated[Path, typer.Argument(help="Policy directory (a checkout of the policy repository).")]
 OutputOpt = Annotated[OutputFormat, typer.Option("--output", "-o", help="Output format.")]
+DiffOutputOpt = Annotated[
+    DiffFormat, typer.Option("--output", "-o", help="Output format (markdown: a pull-request comment).")
+]
+ReportOutputOpt = Annotated[
+    ReportFormat, typer.Option("--output", "-o", help="Output format (markdown: a pull-request comment).")
+]
+
+# --------------------------------------------------------------------------------------------------
+# impact: two revisions of the policy repository
+
+BaseOpt = Annotated[
+    str,
+    typer.Option(
+        "--base",
+        help="The revision before the change: a git ref of the repository holding PATH "
+        "(origin/main, HEAD~1, a sha) or a policy directory.",
+    ),
+]
+HeadOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--head",
+        help="The revision after the change: a git ref or a policy directory (default: PATH as it is on disk).",
+    ),
+]
 
 # --------------------------------------------------------------------------------------------------
 # cluster source: every command that reads clusters
@@ -141,6 +167,14 @@ CommitOpt = Annotated[
 ]
 AuthorNameOpt = Annotated[str, _option("--author-name", "Author of status commits.")]
 AuthorEmailOpt = Annotated[str, _option("--author-email", "Author e-mail of status commits.")]
+StatusSnapshotOpt = Annotated[
+    str | None,
+    _option(
+        "--status-snapshot",
+        "true|false: also write the live state (no Secrets, size bounded) into <status>/snapshot/ "
+        "for `impact --state` in CI (default: reconciler.yaml's status.snapshot, else false).",
+    ),
+]
 
 # --------------------------------------------------------------------------------------------------
 # run Lease and logs
@@ -149,6 +183,25 @@ LeaseClusterOpt = Annotated[
     str | None, _option("--lease-cluster", "Cluster holding the run Lease (default: managementCluster).")
 ]
 LeaseNamespaceOpt = Annotated[str, _option("--lease-namespace", "Namespace of the run Lease.")]
+
+# --------------------------------------------------------------------------------------------------
+# shards: several processes share the fleet (docs/scaling.md)
+
+ShardOpt = Annotated[
+    str | None,
+    _option(
+        "--shard",
+        "INDEX/COUNT: write only this shard's clusters (rendezvous hashing on the cluster name); "
+        "translation still reads every cluster. Default: $JOB_COMPLETION_INDEX with --shard-count.",
+    ),
+]
+ShardCountOpt = Annotated[
+    int | None,
+    _option(
+        "--shard-count",
+        "Number of shards; with it, the index comes from $JOB_COMPLETION_INDEX (an Indexed Job).",
+    ),
+]
 LogFormatOpt = Annotated[str, _option("--log-format", "auto (text on a TTY, else JSON lines), text or json.")]
 LogLevelOpt = Annotated[
     str,
@@ -244,12 +297,25 @@ class StatusOptions(OptionGroup):
     commit: bool
     author_name: str
     author_email: str
+    status_snapshot: str | None
+
+    def values(self) -> dict[str, Any]:
+        snapshot = (
+            None if self.status_snapshot is None else parse_bool(self.status_snapshot, "--status-snapshot")
+        )
+        return {**super().values(), "status_snapshot": snapshot}
 
 
 @dataclass(frozen=True)
 class LeaseOptions(OptionGroup):
     lease_cluster: str | None
     lease_namespace: str
+
+
+@dataclass(frozen=True)
+class ShardOptions(OptionGroup):
+    shard: str | None
+    shard_count: int | None
 
 
 @dataclass(frozen=True)
@@ -264,6 +330,7 @@ GROUPS: tuple[type[OptionGroup], ...] = (
     GitOptions,
     StatusOptions,
     LeaseOptions,
+    ShardOptions,
     LogOptions,
 )
 
@@ -294,6 +361,7 @@ PASS_GROUPS: tuple[type[OptionGroup], ...] = (
     ApplyOptions,
     StatusOptions,
     LeaseOptions,
+    ShardOptions,
     LogOptions,
 )
 """The option groups of a pass (``reconcile``, ``serve``, ``config``)."""

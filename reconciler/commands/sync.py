@@ -18,6 +18,7 @@ from reconciler.engine.sync import sync
 from reconciler.errors import ExitCode
 from reconciler.logs import log_changes, setup_logging
 from reconciler.output import (
+    DiffFormat,
     OutputFormat,
     print_cluster_problems,
     print_diff,
@@ -42,7 +43,7 @@ def diff(
     adopt: opt.AdoptOpt = opt.DEFAULTS.adopt,
     max_prune_ratio: opt.MaxPruneRatioOpt = opt.DEFAULTS.max_prune_ratio,
     allow_mass_prune: opt.AllowMassPruneOpt = opt.DEFAULTS.allow_mass_prune,
-    output: opt.OutputOpt = OutputFormat.TEXT,
+    output: opt.DiffOutputOpt = DiffFormat.TEXT,
 ) -> None:
     """Show what reconcile would change in every cluster (desired vs live, on the fields we own).
 
@@ -102,8 +103,11 @@ def reconcile(
     commit: opt.CommitOpt = opt.DEFAULTS.commit,
     author_name: opt.AuthorNameOpt = opt.DEFAULTS.author_name,
     author_email: opt.AuthorEmailOpt = opt.DEFAULTS.author_email,
+    status_snapshot: opt.StatusSnapshotOpt = None,
     lease_cluster: opt.LeaseClusterOpt = opt.DEFAULTS.lease_cluster,
     lease_namespace: opt.LeaseNamespaceOpt = opt.DEFAULTS.lease_namespace,
+    shard: opt.ShardOpt = opt.DEFAULTS.shard,
+    shard_count: opt.ShardCountOpt = opt.DEFAULTS.shard_count,
     log_format: opt.LogFormatOpt = opt.DEFAULTS.log_format,
     log_level: opt.LogLevelOpt = opt.DEFAULTS.log_level,
     output: opt.OutputOpt = OutputFormat.TEXT,
@@ -150,8 +154,11 @@ def serve(
     commit: opt.CommitOpt = opt.DEFAULTS.commit,
     author_name: opt.AuthorNameOpt = opt.DEFAULTS.author_name,
     author_email: opt.AuthorEmailOpt = opt.DEFAULTS.author_email,
+    status_snapshot: opt.StatusSnapshotOpt = None,
     lease_cluster: opt.LeaseClusterOpt = opt.DEFAULTS.lease_cluster,
     lease_namespace: opt.LeaseNamespaceOpt = opt.DEFAULTS.lease_namespace,
+    shard: opt.ShardOpt = opt.DEFAULTS.shard,
+    shard_count: opt.ShardCountOpt = opt.DEFAULTS.shard_count,
     log_format: opt.LogFormatOpt = opt.DEFAULTS.log_format,
     log_level: opt.LogLevelOpt = opt.DEFAULTS.log_level,
     interval: opt.IntervalOpt = None,

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.dataplane.priorities import (
     FailoverRule,
+    IstioRules,
     LbEndpoint,
     istio_priorities,
     lb_priority,
+    mesh_rules,
     priority_loads,
 )
 from reconciler.errors import ReconcilerError
@@ -70,6 +72,8 @@ class Explanation:
     shares: list[float] = field(default_factory=list)
     """Percentage of requests per priority (index = priority), with ``failed`` endpoints ejected."""
     mode: str = ""
+    istio: IstioRules | None = None
+    """The istiod release whose rules gave the priorities (None: the latest rules, version not asked)."""
 
     @property
     def priorities(self) -> list[list[ExplainedEndpoint]]:
@@ -91,6 +95,14 @@ class Explanation:
             "serviceEntry": f"{self.service_entry.namespace}/{self.service_entry.name}",
             "destinationRule": f"{self.destination_rule.namespace}/{self.destination_rule.name}",
             "mode": self.mode,
+            "istio": None
+            if self.istio is None
+            else {
+                "version": self.istio.version,
+                "rules": self.istio.rules,
+                "known": self.istio.known,
+                "warning": self.istio.warning or None,
+            },
             "priorities": [
                 {
                     "priority": i,
@@ -130,7 +142,9 @@ def explain(
     client: Locality,
     cluster: str,
     failed: Sequence[str] = (),
+    rules: IstioRules | None = None,
 ) -> Explanation:
+    """The priorities istiod gives a client in ``cluster`` (with ``rules``: that istiod release's)."""
     outcome = translation.outcomes.get(vd_key)
     if outcome is not None and outcome.blocking:
         raise ExplainError(
@@ -158,7 +172,7 @@ def explain(
             "is the cluster in the VirtualDestination's export scope?"
         )
     lb = dr.body["spec"]["trafficPolicy"].get("loadBalancer", {}).get("localityLbSetting", {})
-    rules = [FailoverRule(r["from"], r["to"]) for r in lb.get("failover", [])]
+    failover_rules = [FailoverRule(r["from"], r["to"]) for r in lb.get("failover", [])]
     keys = list(lb.get("failoverPriority", []))
     has_od = "outlierDetection" in dr.body["spec"]["trafficPolicy"]
     raw = se.body["spec"].get("endpoints", [])
@@ -169,13 +183,14 @@ def explain(
     priorities = istio_priorities(
         client,
         lb_endpoints,
-        failover=rules,
+        failover=failover_rules,
         failover_priority=keys,
         enabled=lb.get("enabled", True),
         outlier_detection=has_od,
+        rules=rules,
     )
-    mode = "failoverPriority" if keys else "failover" if rules else "locality"
-    result = Explanation(vd_key, hostname, client, cluster, se, dr, mode=mode)
+    mode = "failoverPriority" if keys else "failover" if failover_rules else "locality"
+    result = Explanation(vd_key, hostname, client, cluster, se, dr, mode=mode, istio=rules)
     for e, lbe, prio in zip(raw, lb_endpoints, priorities, strict=True):
         ep_cluster = e.get("labels", {}).get(CLUSTER_ENDPOINT_LABEL, "")
         port = next(iter(e.get("ports", {}).values()), 0)
@@ -188,7 +203,7 @@ def explain(
                 locality=lbe.locality,
                 weight=lbe.weight,
                 priority=prio,
-                reason=_reason(client, lbe, rules, ep_cluster != cluster),
+                reason=_reason(client, lbe, failover_rules, ep_cluster != cluster),
                 ejected=ejected,
             )
         )
@@ -257,4 +272,6 @@ def explain_for(
         name: sorted(st.localities()) for name, st in plan.inventory.clusters.items() if st.reachable
     }
     where = cluster or client_cluster(plan.translation, localities, client)
-    return explain(plan.translation, policy.key, str(policy.obj.spec.hostname), client, where, failed)
+    state = plan.inventory.clusters.get(where)
+    rules = mesh_rules([m.version for m in state.meshes] if state is not None else [])
+    return explain(plan.translation, policy.key, str(policy.obj.spec.hostname), client, where, failed, rules)

@@ -12,6 +12,7 @@ Istio's own test vectors (``loadbalancer_test.go``) against it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -22,6 +23,81 @@ from reconciler.locality import (
 
 OVERPROVISIONING_FACTOR = 1.4
 """Envoy's default (140%); Istio never changes it."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Which istiod: its version decides one rule
+
+
+LATEST_RULES = "1.31"
+"""The newest priority rules restated here, assumed when a cluster's Istio version is unknown."""
+
+
+@dataclass(frozen=True)
+class IstioRules:
+    """The priority rules of the istiod that programs a cluster's sidecars.
+
+    Only one rule differs between the releases restated here: from Istio 1.31 (istio/istio#60829) a
+    ``failoverPriority`` whose first entry is ``topology.istio.io/network`` *prefers* the proxy's
+    network but keeps ordering other-network endpoints by the later labels; up to 1.30 every
+    other-network endpoint shares the lowest priority. ``version`` is what discovery read (the
+    istiod image tag); ``known`` is False when it could not be read, and the latest rules are assumed.
+    """
+
+    version: str
+    rules: str
+    known: bool = True
+    note: str = ""
+    """Why the rules were chosen with a caveat (e.g. several istiod versions in one cluster)."""
+
+    @property
+    def network_preferred(self) -> bool:
+        return self.rules != "1.30"
+
+    @property
+    def warning(self) -> str:
+        if self.note:
+            return self.note
+        if self.known:
+            return ""
+        shown = (
+            f"'{self.version}'" if self.version else "no version (istiod Deployment not found or untagged)"
+        )
+        return f"Istio version unknown ({shown}); assuming the Istio {self.rules} priority rules"
+
+    def describe(self) -> str:
+        return f"Istio {self.version or '?'} ({self.rules} priority rules)"
+
+
+_MINOR = re.compile(r"^v?1\.(\d+)(?:[.\-+_]|$)")
+
+
+def istio_rules(version: str) -> IstioRules:
+    """The rules of an istiod from its version or image tag (``1.30.3``, ``1.31-dev+eed5…``, ``1.29.1-distroless``)."""
+    found = _MINOR.match(version.strip())
+    if found is None:
+        return IstioRules(version, LATEST_RULES, known=False)
+    return IstioRules(version, "1.30" if int(found.group(1)) <= 30 else "1.31")
+
+
+def mesh_rules(versions: Sequence[str]) -> IstioRules:
+    """The rules for a cluster whose istiod Deployments report ``versions`` (image tags).
+
+    Several istiod revisions may run side by side (a canary upgrade): if their rules differ, a sidecar's
+    priorities depend on which revision injected it, so the oldest rules are shown with a warning.
+    """
+    found = sorted({istio_rules(v) for v in versions if v}, key=lambda r: (r.rules, r.version))
+    if not found:
+        return istio_rules("")
+    if len({r.rules for r in found}) > 1:
+        shown = ", ".join(r.version for r in found)
+        return IstioRules(
+            found[0].version,
+            found[0].rules,
+            note=f"several istiod versions ({shown}) with different priority rules; showing Istio "
+            f"{found[0].rules}'s (a sidecar follows the revision that injected it)",
+        )
+    return found[0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -89,13 +165,16 @@ def _priority_keys(entries: Sequence[str]) -> tuple[list[str], dict[str, str]]:
 
 
 def _failover_priority_level(
-    proxy_labels: Mapping[str, str], endpoint_labels: Mapping[str, str], entries: Sequence[str]
+    proxy_labels: Mapping[str, str],
+    endpoint_labels: Mapping[str, str],
+    entries: Sequence[str],
+    network_preferred: bool = True,
 ) -> int:
-    """``applyFailoverPriorityPerLocality`` for one endpoint (Istio 1.31 rules).
+    """``applyFailoverPriorityPerLocality`` for one endpoint.
 
-    The first of the N keys that differs gives N - j. From 1.31, when the first entry is exactly
-    ``topology.istio.io/network`` (not the ``=value`` form), a different network adds N and the
-    remaining keys still order the endpoint, instead of ending at N.
+    The first of the N keys that differs gives N - j. From 1.31 (``network_preferred``), when the
+    first entry is exactly ``topology.istio.io/network`` (not the ``=value`` form), a different
+    network adds N and the remaining keys still order the endpoint, instead of ending at N.
     """
     n = len(entries)
     keys, overrides = _priority_keys(entries)
@@ -103,7 +182,7 @@ def _failover_priority_level(
     for j, key in enumerate(keys):
         wanted = overrides[key] if key in overrides else proxy_labels.get(key, "")
         if endpoint_labels.get(key, "") != wanted:
-            if j == 0 and entries[0] == NETWORK_LABEL:
+            if j == 0 and network_preferred and entries[0] == NETWORK_LABEL:
                 adjust = n
                 continue
             return n - j + adjust
@@ -124,12 +203,15 @@ def istio_priorities(
     proxy_labels: Mapping[str, str] | None = None,
     enabled: bool = True,
     outlier_detection: bool = True,
+    rules: IstioRules | None = None,
 ) -> list[int]:
     """Priority of each endpoint for a proxy, as istiod assigns it (compacted to 0..N, no gaps).
 
     Without outlier detection (or with locality LB disabled) istiod assigns no priorities: every
-    endpoint is priority 0 and nothing ever fails over.
+    endpoint is priority 0 and nothing ever fails over. ``rules`` selects the istiod release's
+    behaviour (default: the latest, :data:`LATEST_RULES`).
     """
+    network_preferred = rules.network_preferred if rules is not None else True
     if not endpoints:
         return []
     if not enabled or not outlier_detection:
@@ -139,7 +221,10 @@ def istio_priorities(
     labels = dict(proxy_labels if proxy_labels is not None else (proxy.labels() if proxy else {}))
     if labels:
         base = _compact(
-            [_failover_priority_level(labels, _augmented(e), failover_priority) for e in endpoints]
+            [
+                _failover_priority_level(labels, _augmented(e), failover_priority, network_preferred)
+                for e in endpoints
+            ]
         )
     else:
         base = [0] * len(endpoints)  # applyFailoverPriorities does nothing for a proxy without labels

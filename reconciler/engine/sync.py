@@ -14,7 +14,7 @@ import concurrent.futures
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from reconciler.clusters.inventory import ClusterState, Inventory, is_owned, sources_of
@@ -53,7 +53,8 @@ class SyncOptions:
     """Take over existing objects that lack our ownership markers."""
     max_prune_ratio: float = 0.5
     allow_mass_prune: bool = False
-    cluster_filter: set[str] = field(default_factory=set)
+    cluster_filter: set[str] | None = None
+    """Only these clusters are compared, written and pruned (None: every cluster; a shard: its own)."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def sync(
     changes = ChangeSet(dry_run=not options.apply or options.dry_run)
     clusters = desired.inventory.clusters
     unreachable = {n for n, s in clusters.items() if not s.reachable}
-    names = sorted(n for n in clusters if not options.cluster_filter or n in options.cluster_filter)
+    names = sorted(n for n in clusters if options.cluster_filter is None or n in options.cluster_filter)
     for name in names:
         if not clusters[name].reachable:
             changes.clusters[name] = ClusterResult(name, error=clusters[name].error)

@@ -27,19 +27,25 @@ from reconciler.source.errors import SourceError, SourceErrorKind
 log = logging.getLogger("reconciler.source")
 
 _RETRYABLE = ("[rejected]", "fetch first", "non-fast-forward", "stale info", "cannot lock ref")
+_MOVED_DURING_PUSH = ("but expected", "incorrect old value")
+"""A ``[remote rejected]`` that only means another push updated the branch while ours was being
+received (git: ``cannot lock ref 'refs/heads/main': is at X but expected Y``; hosted servers:
+``incorrect old value provided``) — two writers pushing at the same moment, e.g. shards."""
 
 
 def _rejected_because_moved(result: Result) -> bool:
     """True when the push lost a race (branch moved); False for hooks, permissions, network."""
     text = result.output
-    return "[remote rejected]" not in text and any(marker in text for marker in _RETRYABLE)
+    if "[remote rejected]" in text:
+        return any(marker in text for marker in _MOVED_DURING_PUSH)
+    return any(marker in text for marker in _RETRYABLE)
 
 
 def commit_status(
     checkout: Checkout,
     status_dir_rel: str,
     *,
-    message: str,
+    message: str | Callable[[], str],
     author_name: str,
     author_email: str,
     push: bool = True,
@@ -50,7 +56,9 @@ def commit_status(
     """Write status via ``regenerate(worktree_root)``, commit only ``status_dir_rel`` and push it.
 
     Returns the sha of the status commit, or None when ``regenerate`` reported no change (or the
-    status directory ends up identical to the branch head). With ``status_branch`` the commit goes to
+    status directory ends up identical to the branch head). ``message`` may be a function, asked
+    after each ``regenerate``: what is committed can change when the status is rebuilt on top of
+    another writer's commit (e.g. a sharded run merging the other shards' results). With ``status_branch`` the commit goes to
     that branch instead (created from the checked-out commit if it does not exist yet).
     """
     if max_attempts < 1:
@@ -92,7 +100,7 @@ def _commit_loop(
     runner: GitRunner,
     target: str,
     status_rel: str,
-    message: str,
+    message: str | Callable[[], str],
     push: bool,
     regenerate: Callable[[Path], bool],
     max_attempts: int,
@@ -113,7 +121,8 @@ def _commit_loop(
         if staged.ok:
             log.info("status files equal the branch head; nothing to commit")
             return None
-        runner.run("commit", "-q", "--no-verify", "-m", message, "--", status_rel, what="committing status")
+        text = message() if callable(message) else message
+        runner.run("commit", "-q", "--no-verify", "-m", text, "--", status_rel, what="committing status")
         sha = runner.out("rev-parse", "HEAD")
         if not push:
             return sha

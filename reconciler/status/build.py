@@ -22,7 +22,12 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
-from reconciler.clusters.inventory import ISTIO_CRDS_MISSING, Inventory
+from reconciler.clusters.inventory import (
+    ISTIO_CRDS_MISSING,
+    ControlPlaneMessage,
+    Inventory,
+    control_plane_messages,
+)
 from reconciler.engine.changeset import Action, ChangeSet, ObjectChange
 from reconciler.findings import Finding, ObjectKey
 from reconciler.policy.loader import PolicySet
@@ -126,8 +131,14 @@ def _cluster_entry(
     translation: Translation | None,
     unreachable: Mapping[str, str],
     generation: int,
+    analysis: Mapping[tuple[str, str, str, str], list[ControlPlaneMessage]] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """One ``clusters.<name>`` entry and the failure messages it contributes to ``errors``."""
+    """One ``clusters.<name>`` entry and the failure messages it contributes to ``errors``.
+
+    ``analysis``: istiod's analysis messages on the live objects, by (cluster, kind, namespace, name).
+    An ERROR on one of this policy's objects fails the cluster entry; a WARNING keeps it ACCEPTED.
+    Either makes ``Programmed`` False: istiod did not program what the policy means.
+    """
     # What the policy has in the cluster *now*: "applied" whether this run created, configured or
     # found it unchanged (so an idle run writes identical status), never objects pruned away.
     objects = sorted(
@@ -151,6 +162,26 @@ def _cluster_entry(
                 why = change.message or f"depends on unreachable cluster(s) {', '.join(deps)}"
                 problems.append(f"held: {_object_label(change)}: {why}")
     problems = _unique(problems)
+    control_plane: list[dict[str, str]] = []
+    for change in sorted(entries, key=lambda c: (c.kind, c.namespace, c.name)):
+        if change.action not in (Action.UNCHANGED, Action.HELD):
+            continue  # created/configured/pruned now: what istiod said was about the previous object
+        for msg in (analysis or {}).get((cluster, change.kind, change.namespace, change.name), []):
+            if msg.level in ("ERROR", "WARNING"):
+                control_plane.append(
+                    {
+                        "object": _object_label(change),
+                        "code": msg.code,
+                        "level": msg.level,
+                        "message": msg.format(),
+                    }
+                )
+    analysis_errors = [
+        f"{m['object']}: istiod: {m['message']}" for m in control_plane if m["level"] == "ERROR"
+    ]
+    analysis_warnings = [
+        f"{m['object']}: istiod: {m['message']}" for m in control_plane if m["level"] != "ERROR"
+    ]
 
     if invalid:
         state = State.PENDING
@@ -167,6 +198,11 @@ def _cluster_entry(
         state = State.FAILED
         message = "; ".join(problems)
         programmed = _condition("Programmed", "False", "ApplyFailed", message, generation)
+    elif analysis_errors or analysis_warnings:
+        problems = analysis_errors
+        state = State.FAILED if analysis_errors else State.ACCEPTED
+        message = "; ".join(analysis_errors + analysis_warnings)
+        programmed = _condition("Programmed", "False", "IstioAnalysis", message, generation)
     elif not in_run:
         state = State.PENDING
         message = "cluster was not part of this run"
@@ -181,6 +217,8 @@ def _cluster_entry(
         "message": message,
         "conditions": [programmed],
     }
+    if control_plane and not invalid and not pending:
+        entry["controlPlane"] = control_plane
     return entry, (problems if state is State.FAILED else [])
 
 
@@ -196,6 +234,7 @@ def _policy_status(
     commit: str,
     previous: StatusDoc | None,
     dry_run: bool,
+    analysis: Mapping[tuple[str, str, str, str], list[ControlPlaneMessage]] | None = None,
 ) -> StatusDoc:
     spec_hash = policies.spec_hashes.get(key, "")
     policy = policies.get(key)
@@ -227,6 +266,7 @@ def _policy_status(
             translation=translation,
             unreachable=unreachable,
             generation=generation,
+            analysis=analysis,
         )
         if changes is None and outcome is not None:
             # Nothing was applied: list what would be written, without an action.
@@ -240,6 +280,11 @@ def _policy_status(
             )
         clusters[cluster] = entry
         failures.extend(f"{cluster}: {p}" for p in problems)
+        warnings.extend(
+            f"{cluster}: {m['object']}: istiod: {m['message']}"
+            for m in entry.get("controlPlane", [])
+            if m["level"] != "ERROR"
+        )
 
     states = {entry["state"] for entry in clusters.values()}
     if invalid:
@@ -337,6 +382,7 @@ def build_status(
         if finding.object is not None:
             findings_by_key.setdefault(finding.object, []).append(finding)
     keys = {p.key for p in policies.policies} | set(policies.invalid)
+    analysis = _analysis(inventory)
     out: dict[ObjectKey, StatusDoc] = {}
     for key in sorted(keys):
         out[key] = _policy_status(
@@ -350,7 +396,28 @@ def build_status(
             commit=commit,
             previous=previous.get(key),
             dry_run=dry_run,
+            analysis=analysis,
         )
+    return out
+
+
+def _analysis(inventory: Inventory | None) -> dict[tuple[str, str, str, str], list[ControlPlaneMessage]]:
+    """istiod's analysis messages on our live objects, by (cluster, kind, namespace, name).
+
+    Read from the objects as this run listed them, i.e. what istiod said after the *previous* write:
+    a message about an object written in this run shows up in the next run's status.
+    """
+    out: dict[tuple[str, str, str, str], list[ControlPlaneMessage]] = {}
+    if inventory is None:
+        return out
+    for name, state in inventory.clusters.items():
+        for obj in state.managed:
+            messages = control_plane_messages(obj)
+            if messages:
+                meta = obj.get("metadata") or {}
+                out[(name, str(obj.get("kind")), str(meta.get("namespace", "")), str(meta.get("name")))] = (
+                    messages
+                )
     return out
 
 

@@ -8,6 +8,7 @@ keep-alive response through Envoy waited ~40 ms for a delayed ACK between header
 
 from __future__ import annotations
 
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -48,8 +49,10 @@ class _Handler(BaseHTTPRequestHandler):
 class Backend:
     """One HTTP backend on ``address:port``; a context manager that always shuts it down."""
 
-    def __init__(self, name: str, address: str, port: int) -> None:
+    def __init__(self, name: str, address: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+        """``tls``: terminate TLS with this server context (the mTLS an Istio sidecar originates)."""
         self.name = name
+        self.tls = tls
         self.address = address
         self.port = port
         self.failing = threading.Event()
@@ -65,6 +68,8 @@ class Backend:
 
     def start(self) -> Backend:
         server = _Server((self.address, self.port), _Handler)
+        if self.tls is not None:
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
         server.backend = self
         self._server = server
         self._thread = threading.Thread(

@@ -45,6 +45,44 @@ def test_cronjob_manifest_server_side_dry_run(bookinfo: Clusters, api_clients: d
     assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
 
 
+INDEXED = [d for d in yaml.safe_load_all((REPO / "deploy" / "cronjob-indexed.yaml").read_text()) if d]
+
+
+def test_indexed_cronjob_is_cronjob_yaml_as_an_indexed_job() -> None:
+    """deploy/cronjob-indexed.yaml never drifts from cronjob.yaml: the same objects, and a CronJob
+    that differs only in the Job's indexed completion mode and the shard count variable."""
+    assert [(d["kind"], d["metadata"]["name"]) for d in INDEXED] == [
+        (d["kind"], d["metadata"]["name"]) for d in MANIFEST
+    ]
+    for plain, indexed in zip(MANIFEST, INDEXED, strict=True):
+        if plain["kind"] != "CronJob":
+            assert indexed == plain, plain["kind"]
+    [cron] = [copy.deepcopy(d) for d in INDEXED if d["kind"] == "CronJob"]
+    job = cron["spec"]["jobTemplate"]["spec"]
+    assert job.pop("completionMode") == "Indexed"
+    count = job.pop("completions")
+    assert job.pop("parallelism") == count >= 2
+    env = job["template"]["spec"]["containers"][0]["env"]
+    [shards] = [e for e in env if e["name"] == "RECONCILER_SHARD_COUNT"]
+    assert shards["value"] == str(count)
+    env.remove(shards)
+    assert cron == by_kind("CronJob")
+
+
+def test_indexed_cronjob_server_side_dry_run(bookinfo: Clusters, api_clients: dict[str, ApiClient]) -> None:
+    """The API server accepts the indexed variant as it is (an Indexed Job needs completions)."""
+    api = api_clients["mgmt-cluster"]
+    for doc in INDEXED:
+        if doc["kind"] == "Namespace":
+            kube.apply(api, doc, field_manager="test-deploy")
+            continue
+        result = kube.apply(api, doc, field_manager="test-deploy", dry_run=True)
+        assert result["kind"] == doc["kind"]
+        if doc["kind"] == "CronJob":
+            job = result["spec"]["jobTemplate"]["spec"]
+            assert (job["completionMode"], job["completions"], job["parallelism"]) == ("Indexed", 3, 3)
+
+
 def _install_rbac(
     api_clients: dict[str, ApiClient], cluster_role: dict[str, Any], role: dict[str, Any]
 ) -> None:

@@ -85,6 +85,7 @@ def test_cluster_options_are_the_same_in_every_command_that_reads_clusters() -> 
         "diff",
         "envoy-config",
         "explain",
+        "impact",
         "reconcile",
         "render",
         "serve",
@@ -116,7 +117,7 @@ def sample(param: Any) -> tuple[list[str], str, Any]:
         if param.default:
             return [param.secondary_opts[0]], "false", False
         return [param.opts[0]], "true", True
-    if param.name == "prune":
+    if param.name in ("prune", "status_snapshot"):
         return [f"{param.opts[0]}=false"], "false", False
     if param.name == "kubeconfig":
         return [param.opts[0], "/a/one:/b/two"], "/a/one:/b/two", ["/a/one", "/b/two"]
@@ -124,6 +125,8 @@ def sample(param: Any) -> tuple[list[str], str, Any]:
         return [param.opts[0], f"x-{param.name}"], f"x-{param.name}", [f"x-{param.name}"]
     if "float" in str(SETTING_TYPES[param.name]):
         return [param.opts[0], "0.25"], "0.25", 0.25
+    if "int" in str(SETTING_TYPES[param.name]):
+        return [param.opts[0], "3"], "3", 3
     return [param.opts[0], f"x-{param.name}"], f"x-{param.name}", f"x-{param.name}"
 
 
@@ -148,6 +151,7 @@ def settings_of(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
         "explain": ["bookinfo-global", str(EXAMPLE), "--from", "us-east-1", "--state", str(STATE)],
         "envoy-config": ["bookinfo-global", str(EXAMPLE), "--from", "us-east-1", "--state", str(STATE)],
         "diff": [str(EXAMPLE), "--state", str(STATE)],
+        "impact": [str(EXAMPLE), "--base", str(EXAMPLE), "--state", str(STATE)],
         "snapshot": ["-o", str(tmp_path / "out")],
         "serve": ["--interval", "1s"],
         "reconcile": [],

@@ -647,3 +647,50 @@ def test_redactor_masks_encoded_forms() -> None:
     basic = base64.b64encode(f"bot:{secret}".encode()).decode()
     text = f"{secret} {urllib.parse.quote(secret, safe='')} {basic}"
     assert redact(text) == "*** *** ***"
+
+
+def test_push_that_loses_the_ref_lock_at_the_server_is_rebuilt_and_retried(tmp_path: Path) -> None:
+    """Two writers pushing at the same moment (e.g. shards): the server accepts ours, then finds the
+    branch moved before it could update it (``[remote rejected] ... is at X but expected Y``). That is
+    a lost race like ``fetch first``: rebuilt on top of the winner and pushed again. The message is
+    asked for after each rebuild."""
+    import threading
+
+    bare = seed(tmp_path / "policy.git")
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    hook = bare / "hooks" / "pre-receive"
+    # The first push received waits (bounded) until the test has pushed someone else's commit.
+    hook.write_text(
+        "#!/bin/sh\ncat >/dev/null\n"
+        f'if mkdir "{gate}/first" 2>/dev/null; then\n'
+        f'  i=0; while [ ! -e "{gate}/go" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done\n'
+        "fi\nexit 0\n"
+    )
+    hook.chmod(0o755)
+    co = fetch(file_url(bare), tmp_path / "cache")
+    users: list[str] = []
+
+    def other_writer() -> None:
+        for _ in range(200):  # bounded: wait until our push is inside the hook
+            if (gate / "first").exists():
+                break
+            threading.Event().wait(0.05)
+        users.append(user_push(bare, tmp_path, {"other.yaml": "# other\n"}, "other writer"))
+        (gate / "go").touch()
+
+    thread = threading.Thread(target=other_writer)
+    thread.start()
+    rebuilt: list[int] = []
+
+    def regenerate(root: Path) -> bool:
+        rebuilt.append(len(rebuilt) + 1)
+        return writer(f"attempt: {len(rebuilt)}\n")(root)
+
+    sha = commit_status(
+        co, "status", message=lambda: f"status: attempt {len(rebuilt)}", regenerate=regenerate, **AUTHOR
+    )
+    thread.join(30)
+    assert sha == head(bare) and len(rebuilt) == 2
+    assert log(bare) == ["status: attempt 2", "other writer", "initial policy"]
+    assert run_git("rev-parse", f"{sha}^", cwd=bare) == users[0]

@@ -31,8 +31,10 @@ import pytest
 
 from reconciler.dataplane.priorities import (
     FailoverRule,
+    IstioRules,
     LbEndpoint,
     istio_priorities,
+    istio_rules,
     lb_priority,
     priority_loads,
     priority_loads_int,
@@ -62,7 +64,7 @@ class Vector:
     enabled: bool = True
     outlier_detection: bool = True
 
-    def run(self) -> list[int]:
+    def run(self, rules: IstioRules | None = None) -> list[int]:
         return istio_priorities(
             self.proxy,
             [LbEndpoint(loc(path), dict(labels)) for path, labels in self.endpoints],
@@ -71,6 +73,7 @@ class Vector:
             proxy_labels=self.proxy_labels,
             enabled=self.enabled,
             outlier_detection=self.outlier_detection,
+            rules=rules,
         )
 
 
@@ -326,18 +329,41 @@ def test_istio_1_31_network_preferred_vectors(vector: Vector) -> None:
     assert vector.run() == list(vector.expected)
 
 
+@pytest.mark.parametrize("vector", ISTIO_1_30_ONLY_VECTORS, ids=lambda v: v.name)
+def test_istio_1_30_vectors_with_the_1_30_rules(vector: Vector) -> None:
+    """The rules of a discovered Istio 1.30 give the 1.30 results; the 1.31 rules do not."""
+    assert vector.run(istio_rules("1.30.3")) == list(vector.expected)
+    assert vector.run(istio_rules("1.31.0")) != list(vector.expected)
+    assert vector.run() != list(vector.expected)  # default: the latest rules
+
+
+@pytest.mark.parametrize("vector", ISTIO_1_31_VECTORS + UPSTREAM_VECTORS, ids=lambda v: v.name)
+def test_vectors_agreeing_or_1_31_hold_with_the_1_31_rules(vector: Vector) -> None:
+    assert vector.run(istio_rules("1.31-dev+eed52ebb66ad")) == list(vector.expected)
+
+
 @pytest.mark.parametrize(
-    "vector",
+    ("version", "rules", "known"),
     [
-        pytest.param(
-            v, marks=pytest.mark.xfail(strict=True, reason="Istio <=1.30 rule; module implements 1.31")
-        )
-        for v in ISTIO_1_30_ONLY_VECTORS
+        ("1.30.3", "1.30", True),
+        ("1.30.3-distroless", "1.30", True),
+        ("1.24.0", "1.30", True),
+        ("1.31-dev+eed52ebb66ad", "1.31", True),
+        ("1.31.0", "1.31", True),
+        ("v1.32.1", "1.31", True),
+        ("latest", "1.31", False),
+        ("", "1.31", False),
+        ("2.0.0", "1.31", False),
     ],
-    ids=lambda v: v.name,
 )
-def test_istio_1_30_vectors_are_superseded(vector: Vector) -> None:
-    assert vector.run() == list(vector.expected)
+def test_istio_rules_from_version(version: str, rules: str, known: bool) -> None:
+    found = istio_rules(version)
+    assert (found.rules, found.known) == (rules, known)
+    assert found.network_preferred == (rules != "1.30")
+    if known:
+        assert found.warning == ""
+    else:
+        assert "assuming the Istio 1.31 priority rules" in found.warning
 
 
 @pytest.mark.parametrize("vector", SOURCE_DERIVED_VECTORS, ids=lambda v: v.name)

@@ -481,3 +481,98 @@ def test_commit_message(tmp_path: Path) -> None:
     )
     pending = build_status(ps, tr, None, inv, COMMIT, {}, False)
     assert status_commit_message(pending, COMMIT).endswith(", 3 pending")
+
+
+# --- what istiod said about our objects -------------------------------------------------------------
+
+
+def _with_analysis(
+    inv: Inventory, tr: Translation, kind: str, messages: list[dict[str, Any]], **status: Any
+) -> str:
+    """Put a live copy of mgmt-cluster's rendered ``kind`` in the inventory, with istiod's status."""
+    obj = next(o for o in tr.all_objects() if o.cluster == "mgmt-cluster" and o.kind == kind)
+    live = {**obj.body, "metadata": {**obj.body["metadata"], "generation": 3}}
+    live["status"] = {"validationMessages": messages, **status}
+    inv.clusters["mgmt-cluster"].managed.append(live)
+    return f"{kind} {obj.namespace}/{obj.name}"
+
+
+def test_istiod_analysis_error_fails_the_policy_with_the_message(tmp_path: Path) -> None:
+    ps, inv, tr = plan(copy_example(tmp_path))
+    label = _with_analysis(
+        inv,
+        tr,
+        "VirtualService",
+        [
+            {
+                "type": {"code": "IST0101"},  # as istiod writes it: code and URL, no name, no text
+                "level": "ERROR",
+                "documentationUrl": "https://istio.io/latest/docs/reference/config/analysis/ist0101/",
+            }
+        ],
+        observedGeneration="3",
+    )
+    docs = build_status(ps, tr, applied(tr), inv, COMMIT, {}, False)
+    tp = status(docs, TP)
+    assert tp["state"] == "FAILED"
+    entry = tp["clusters"]["mgmt-cluster"]
+    assert entry["state"] == "FAILED"
+    assert entry["controlPlane"] == [
+        {
+            "object": label,
+            "code": "IST0101",
+            "level": "ERROR",
+            "message": "ERROR IST0101 ReferencedResourceNotFound: "
+            "https://istio.io/latest/docs/reference/config/analysis/ist0101/",
+        }
+    ]
+    programmed = entry["conditions"][0]
+    assert (programmed["status"], programmed["reason"]) == ("False", "IstioAnalysis")
+    assert "IST0101" in programmed["message"]
+    assert any("IST0101" in e for e in tp["errors"])
+    assert condition(tp, "Programmed")["status"] == "False"
+    # the other cluster and the other policies are untouched
+    assert tp["clusters"].get("remote-cluster", {}).get("state", "ACCEPTED") == "ACCEPTED"
+    assert status(docs, VM)["state"] == "ACCEPTED"
+
+
+def test_istiod_analysis_warning_keeps_accepted_and_stale_messages_are_ignored(tmp_path: Path) -> None:
+    ps, inv, tr = plan(copy_example(tmp_path))
+    _with_analysis(
+        inv,
+        tr,
+        "DestinationRule",
+        [{"code": "IST0173", "level": "Warn", "message": "subset selects no pods"}],
+    )
+    docs = build_status(ps, tr, applied(tr), inv, COMMIT, {}, False)
+    vd = status(docs, VD)
+    entry = vd["clusters"]["mgmt-cluster"]
+    assert vd["state"] == entry["state"] == "ACCEPTED"
+    assert entry["conditions"][0]["reason"] == "IstioAnalysis"
+    assert entry["controlPlane"][0]["message"] == (
+        "WARNING IST0173 DestinationRuleSubsetNotSelectPods: subset selects no pods"
+    )
+    assert any("subset selects no pods" in w for w in vd["warnings"])
+
+    # istiod analysed generation 2, the object is at 3 now: the message is not reported
+    ps, inv, tr = plan(copy_example(tmp_path / "again"))
+    _with_analysis(
+        inv,
+        tr,
+        "DestinationRule",
+        [{"code": "IST0173", "level": "WARNING", "message": "old"}],
+        observedGeneration=2,
+    )
+    docs = build_status(ps, tr, applied(tr), inv, COMMIT, {}, False)
+    entry = status(docs, VD)["clusters"]["mgmt-cluster"]
+    assert "controlPlane" not in entry and entry["conditions"][0]["reason"] == "Programmed"
+
+
+def test_istiod_analysis_of_an_object_rewritten_in_this_pass_waits_for_the_next(tmp_path: Path) -> None:
+    ps, inv, tr = plan(copy_example(tmp_path))
+    _with_analysis(inv, tr, "VirtualService", [{"type": {"code": "IST0101"}, "level": "ERROR"}])
+    rewritten = applied(tr, overrides={"mgmt-cluster/VirtualService": Action.CONFIGURE})
+    entry = status(build_status(ps, tr, rewritten, inv, COMMIT, {}, False), TP)["clusters"]["mgmt-cluster"]
+    assert entry["state"] == "ACCEPTED" and "controlPlane" not in entry
+    entry = status(build_status(ps, tr, applied(tr), inv, COMMIT, {}, False), TP)["clusters"]["mgmt-cluster"]
+    assert entry["state"] == "FAILED" and entry["controlPlane"][0]["code"] == "IST0101"

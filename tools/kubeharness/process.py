@@ -14,7 +14,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 DEFAULT_STOP_TIMEOUT = 20.0
@@ -45,10 +45,13 @@ def free_port() -> int:
 class ManagedProcess:
     """One server process (etcd or kube-apiserver) whose output goes to a log file."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path) -> None:
+    def __init__(
+        self, name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
+        self.env = dict(env) if env is not None else None  # None: inherit this process's environment
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -75,6 +78,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
+                env=self.env,
             )
         with _live_lock:
             _live[self._proc.pid] = self
