@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from reconciler.gcpause import cyclic_gc_paused
 from reconciler.policy.checks import check_policy_set
 from reconciler.policy.loader import Loaded, LoadedPolicy, PolicySet, load_policies
 from reconciler.policy.model import (
@@ -30,6 +31,7 @@ __all__ = [
 
 def load_and_check(root: Path, status_path: str = "status") -> PolicySet:
     """Load every policy under root and run the cross-object checks."""
-    policies = load_policies(root, status_path=status_path)
-    check_policy_set(policies)
+    with cyclic_gc_paused():  # everything loaded stays alive for the pass, and nothing is cyclic
+        policies = load_policies(root, status_path=status_path)
+        check_policy_set(policies)
     return policies

@@ -7,12 +7,11 @@ DestinationRule field X come from".
 
 from __future__ import annotations
 
-import contextlib
-import gc
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 
 from reconciler.clusters.inventory import Inventory
 from reconciler.findings import ObjectKey, error
+from reconciler.gcpause import cyclic_gc_paused
 from reconciler.policy.loader import PolicySet
 from reconciler.policy.model import TrafficPolicy, VirtualDestination, VirtualMesh
 from reconciler.tenancy import DEFAULT_TENANCY, Tenancy
@@ -56,22 +55,8 @@ def translate(
     default refuses only the protected system namespaces). A policy that would write one object
     outside its boundaries is invalid as a whole and contributes nothing, like any invalid policy.
     """
-    with _cyclic_gc_paused():
+    with cyclic_gc_paused():
         return _translate(policies, inventory, configured_clusters, cluster_domain, tenancy)
-
-
-@contextlib.contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """Translation allocates hundreds of thousands of small dicts and makes no reference cycles;
-    left on, the cyclic collector re-walks the growing heap again and again (render time grew
-    superlinearly: 10x the policies took 12x the time). Reference counting still frees everything."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _translate(

@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
         "reconciler.validation",
         "reconciler.markdown",
         "reconciler.shard",
+        "reconciler.gcpause",
     ),
     ("reconciler.repo_config",),
     ("reconciler.policy", "reconciler.source"),
