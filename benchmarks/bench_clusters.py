@@ -8,9 +8,11 @@ clusters) and a TrafficPolicy for every other one. Then, for mesh-reconciler (th
 subprocess: wall time, CPU time and peak RSS of the child from ``wait4``, API requests from the
 clusters' audit logs):
 
-1. first sync: ``reconciler reconcile`` on empty clusters (includes the first clone);
+1. first sync: ``reconciler reconcile --no-commit`` on empty clusters (includes the first clone;
+   applies and writes status files, commits nothing: the same work as ``kubectl apply``);
 2. no-op ``reconciler diff``;
-3. no-op ``reconciler reconcile``;
+3. no-op ``reconciler reconcile`` as a CronJob runs it: committing status, after one pass that
+   committed the first sync's status (so it fetches, plans, finds nothing to apply or commit);
 4. one drifted object: a DestinationRule field changed by another field manager, then reconcile.
 
 Measured in the same run, on the same objects (``reconciler render -o yaml``, split per cluster):
@@ -541,14 +543,25 @@ def one_repeat(
     objects: Mapping[str, list[dict[str, Any]]],
     manifests: Mapping[str, Path],
     timeout: float,
+    profile: Path | None = None,
 ) -> dict[str, Measured]:
     kc = clusters.kubeconfig_path
+
+    def ours(scenario: str, cmd: list[str]) -> list[str]:
+        """The CLI command, under cProfile when --profile is given (one .prof per scenario)."""
+        if profile is None:
+            return cmd
+        return [sys.executable, "-m", "cProfile", "-o", str(profile / f"{scenario}.prof"), *cmd]
+
     cache = tmp / "reconciler-cache"
     kcache = tmp / "kubectl-cache"
     reconcile = [
         RECONCILER, "reconcile", "--repo", f"file://{bare}", "--cache-dir", str(cache),
         "--kubeconfig", str(kc), "--lease-cluster", MGMT, "--no-commit", "-o", "json",
     ]  # fmt: skip
+    # A CronJob's pass commits status: the no-op and drift passes run like that (after one pass
+    # that commits the status of the first sync); the first sync, next to kubectl, applies only.
+    reconcile_commit = [a for a in reconcile if a != "--no-commit"]
     diff = [RECONCILER, "diff", str(work), "--kubeconfig", str(kc), "-o", "json"]
     total = sum(len(v) for v in objects.values())
     out: dict[str, Measured] = {}
@@ -592,7 +605,7 @@ def one_repeat(
     wipe(clusters, apis)
     shutil.rmtree(cache, ignore_errors=True)
     mark = servers.mark()
-    child = run_child(reconcile, timeout=timeout)
+    child = run_child(ours("first_sync", reconcile), timeout=timeout)
     reqs = servers.since(mark)
     out["first_sync"] = measured(
         [child], reqs, totals=summary_counts(child.stdout), dry_run_absent=reqs.dry_run_absent
@@ -601,7 +614,7 @@ def one_repeat(
 
     # --- no-op diff: mesh-reconciler, kubectl diff --server-side, the LISTs floor
     mark = servers.mark()
-    child = run_child(diff, timeout=timeout)
+    child = run_child(ours("noop_diff", diff), timeout=timeout)
     out["noop_diff"] = measured([child], servers.since(mark), totals=summary_counts(child.stdout))
     log(f"  diff no-op: {child.wall:.2f}s, {out['noop_diff'].requests} requests")
 
@@ -644,9 +657,11 @@ def one_repeat(
     log(f"  floor: a python process making the {reqs.total} LISTs {child.wall:.2f}s, {child.cpu:.2f}s CPU")
     log(f"  floor: {reqs.total} LISTs {seconds:.2f}s, git fetch {out['floor_git_fetch'].wall:.2f}s")
 
-    # --- no-op reconcile
+    # --- no-op reconcile (status committed by the pass before it, as in a running CronJob)
+    child = run_child(reconcile_commit, timeout=timeout)
+    log(f"  reconcile committing the status: {child.wall:.2f}s")
     mark = servers.mark()
-    child = run_child(reconcile, timeout=timeout)
+    child = run_child(ours("noop_reconcile", reconcile_commit), timeout=timeout)
     out["noop_reconcile"] = measured([child], servers.since(mark), totals=summary_counts(child.stdout))
     log(f"  reconcile no-op: {child.wall:.2f}s, {out['noop_reconcile'].requests} requests")
 
@@ -654,7 +669,7 @@ def one_repeat(
     dr = next(o for o in objects[MGMT] if o["kind"] == "DestinationRule")
     drift(apis[MGMT], dr)
     mark = servers.mark()
-    child = run_child(reconcile, timeout=timeout)
+    child = run_child(ours("drift_reconcile", reconcile_commit), timeout=timeout)
     out["drift_reconcile"] = measured([child], servers.since(mark), totals=summary_counts(child.stdout))
     log(f"  reconcile one drifted object: {child.wall:.2f}s, {out['drift_reconcile'].requests} requests")
     drift(apis[MGMT], dr)
@@ -802,6 +817,17 @@ def notes(med: Mapping[str, Measured], startup: Mapping[str, float]) -> str:
     return "\n".join(lines)
 
 
+def print_profiles(directory: Path, top: int = 15) -> None:
+    """The functions that take the most time (own time, then cumulative) of each profiled scenario."""
+    import pstats
+
+    for prof in sorted(directory.glob("*.prof")):
+        for order in ("tottime", "cumulative"):
+            print(f"\n### {prof.stem}: top {top} by {order}\n")
+            stats = pstats.Stats(str(prof), stream=sys.stdout)
+            stats.strip_dirs().sort_stats(order).print_stats(top)
+
+
 def measure_startup() -> dict[str, float]:
     run_child([RECONCILER, "--help"], timeout=60)  # warm-up (byte-code caches)
     helps = [run_child([RECONCILER, "--help"], timeout=60) for _ in range(3)]
@@ -837,7 +863,15 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs of every scenario; medians are printed")
     parser.add_argument("--json", type=Path, help="write every number here")
     parser.add_argument("--timeout", type=float, help="seconds per command (default 120 + K/2)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="run the CLI under cProfile, one <scenario>.prof per scenario here, and print the top "
+        "of each (times are then inflated: compare profiles, not the table)",
+    )
     args = parser.parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     for tool in (RECONCILER, KUBECTL):
         if not Path(tool).exists():
             parser.error(
@@ -899,7 +933,11 @@ def main() -> int:
         problems: list[str] = []
         for r in range(args.repeat):
             log(f"repeat {r + 1}/{args.repeat}")
-            runs.append(one_repeat(clusters, servers, apis, tmp, work, bare, objects, manifests, timeout))
+            runs.append(
+                one_repeat(
+                    clusters, servers, apis, tmp, work, bare, objects, manifests, timeout, args.profile
+                )
+            )
             for problem in check(runs[-1], total):
                 problems.append(f"repeat {r + 1}: {problem}")
                 log(f"WARNING {problem}")
@@ -909,6 +947,8 @@ def main() -> int:
         print(notes(med, startup))
         for problem in problems:
             print(f"- WARNING: {problem}")
+        if args.profile:
+            print_profiles(args.profile)
         elapsed = time.monotonic() - began
         print(
             f"\n(3 clusters, K={args.k}, {total} objects, median of {args.repeat}; benchmark took {elapsed:.0f} s)"

@@ -34,6 +34,7 @@ from reconciler.repo_config import RepoConfig, load_repo_config, repo_subdir
 from reconciler.settings import DEFAULT_TOKEN_ENV, Settings
 from reconciler.shard import Shard, ShardError, resolve_shard
 from reconciler.status import (
+    RenderMemo,
     build_status,
     read_status_dir,
     status_commit_message,
@@ -417,7 +418,9 @@ def _reconcile(
 
     # 3. status
     status_root_rel = effective.status_path
-    previous = read_status_dir(root, status_root_rel)
+    private = checkout.private_dir
+    memo = RenderMemo.load(private / "status-render.json" if private is not None else None)
+    previous = read_status_dir(root, status_root_rel, memo)
     commit = checkout.policy_commit
 
     def sharded_docs(base: Path) -> dict[ObjectKey, dict[str, Any]]:
@@ -459,7 +462,7 @@ def _reconcile(
     def regenerate(worktree: Path) -> bool:
         base = worktree / settings.path
         if shard is None:  # the whole fleet: no shard's records are needed (nor kept)
-            changed = write_status_dir(base, status_root_rel, docs, commit)
+            changed = write_status_dir(base, status_root_rel, docs, commit, memo)
             return remove_cluster_results(base, status_root_rel) or changed
         # Sharded: the reports are rebuilt from every cluster's record — this shard's fresh ones and
         # the others' as they are in this worktree (after a lost push race: the winner's commit).
@@ -469,7 +472,7 @@ def _reconcile(
             mine = {n: r for n, r in result.changes.clusters.items() if n in (result.owned or ())}
             fleet = list(plan.inventory.clusters)
             changed = write_cluster_results(base, status_root_rel, mine, commit, fleet)
-        return write_status_dir(base, status_root_rel, outcome.status, commit) or changed
+        return write_status_dir(base, status_root_rel, outcome.status, commit, memo) or changed
 
     write_status = with_status_snapshot(regenerate, effective, plan, settings.path)
     if not effective.commit or effective.dry_run:

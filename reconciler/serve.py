@@ -16,6 +16,7 @@ the next interval.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -40,6 +41,7 @@ from prometheus_client import (
 
 from reconciler.clusters.watch import WatchCaches
 from reconciler.errors import ExitCode
+from reconciler.gcpause import cyclic_gc_paused
 from reconciler.logs import log_changes
 from reconciler.reconcile import ReconcileOutcome, reconcile_once, unexpected_error
 from reconciler.settings import Settings
@@ -157,10 +159,11 @@ class Worker:
                 self._max_running = max(self._max_running, self._running)
                 self.metrics.max_concurrent.set(self._max_running)
             self.metrics.in_progress.set(1)
-            if self.live is not None:
-                outcome = self.run(self.settings, self.cancel, live=self.live)
-            else:
-                outcome = self.run(self.settings, self.cancel)
+            with cyclic_gc_paused():  # as for a one-shot command (commands/app.py); on again between passes
+                if self.live is not None:
+                    outcome = self.run(self.settings, self.cancel, live=self.live)
+                else:
+                    outcome = self.run(self.settings, self.cancel)
             self.passes += 1
             if self.cancel.is_set() and not outcome.fatal:
                 outcome.exit_code = ExitCode.FATAL
@@ -250,6 +253,9 @@ def serve(
 ) -> int:
     """Run until SIGTERM/SIGINT (or ``stop`` is set); returns the process exit code: 0, or 1 when a pass had to be abandoned."""
     stop = stop or threading.Event()
+    # A long-running worker must collect cycles between passes (the CLI pauses the collector for
+    # the one command it runs); Worker.run_pass pauses it again for each pass.
+    gc.enable()
     when = trigger(interval, cron)
     httpd = ThreadingHTTPServer((address, port), make_handler(worker))
     http_thread = threading.Thread(target=httpd.serve_forever, name="http", daemon=True)

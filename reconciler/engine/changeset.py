@@ -163,13 +163,14 @@ class ChangeSet:
 
     def for_policy(self, key: ObjectKey) -> list[ObjectChange]:
         """The changes a policy contributed to (an index built once: status asks for every policy)."""
-        changes = self.all()
-        if self._by_source is None or self._indexed != len(changes):
+        # Stale once a change is added; counting is cheap, copying every change per policy was not.
+        size = sum(len(r.changes) for r in self.clusters.values())
+        if self._by_source is None or self._indexed != size:
             index: dict[ObjectKey, list[ObjectChange]] = {}
-            for change in changes:
+            for change in self.all():
                 for source in dict.fromkeys(change.sources):
                     index.setdefault(source, []).append(change)
-            self._by_source, self._indexed = index, len(changes)
+            self._by_source, self._indexed = index, size
         return list(self._by_source.get(key, ()))
 
     def to_dict(self) -> dict[str, Any]:

@@ -68,6 +68,16 @@ class Checkout:
     def short_policy_commit(self) -> str:
         return self.policy_commit[:12]
 
+    @property
+    def private_dir(self) -> Path | None:
+        """A directory for the reconciler's own files between passes (memos), never committed.
+
+        Inside the cache clone's git directory, where no ``git add`` or ``git clean`` looks; None
+        when the checkout is not such a clone (nothing is kept then).
+        """
+        git_dir = self.path / ".git"
+        return git_dir / "mesh-reconciler" if git_dir.is_dir() else None
+
 
 # --------------------------------------------------------------------------------------------------
 # input checks

@@ -6,9 +6,16 @@ No git here: :mod:`reconciler.source` commits whatever :func:`write_status_dir` 
 from __future__ import annotations
 
 from reconciler.status.build import State, StatusDoc, build_status, status_commit_message, status_summary
-from reconciler.status.files import read_status_dir, render_readme, status_file, write_status_dir
+from reconciler.status.files import (
+    RenderMemo,
+    read_status_dir,
+    render_readme,
+    status_file,
+    write_status_dir,
+)
 
 __all__ = [
+    "RenderMemo",
     "State",
     "StatusDoc",
     "build_status",

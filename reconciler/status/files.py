@@ -12,10 +12,13 @@ a broken or foreign file there must never stop a reconcile — it is ignored (an
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import stat
 import tempfile
 import urllib.parse
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -147,15 +150,25 @@ def _report_files(status_root: Path) -> list[Path]:
     return sorted(out)
 
 
-def read_status_dir(root: Path, status_path: str) -> dict[ObjectKey, StatusDoc]:
-    """Reports written by earlier runs, keyed by identity; unreadable or foreign files are skipped."""
+def read_status_dir(
+    root: Path, status_path: str, memo: RenderMemo | None = None
+) -> dict[ObjectKey, StatusDoc]:
+    """Reports written by earlier runs, keyed by identity; unreadable or foreign files are skipped.
+
+    A file ``memo`` knows unchanged since we wrote it is not parsed again: its document is taken
+    from the memo (parsing ~1,500 reports was the largest cost of a no-op pass at 1,000 services).
+    """
     status_root = _status_root(root, status_path)
     out: dict[ObjectKey, StatusDoc] = {}
     for path in _report_files(status_root):
+        known = memo.document(path.relative_to(status_root).as_posix(), path) if memo else None
         try:
-            if path.is_symlink() or path.stat().st_size > MAX_STATUS_FILE_BYTES:
+            if known is not None:
+                data: Any = known
+            elif path.is_symlink() or path.stat().st_size > MAX_STATUS_FILE_BYTES:
                 continue
-            data = load(path.read_text(encoding="utf-8"))
+            else:
+                data = load(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
             continue
         if not isinstance(data, dict) or not isinstance(data.get("status"), dict):
@@ -227,11 +240,130 @@ def _write_if_changed(path: Path, text: str) -> bool:
     return True
 
 
-def write_status_dir(root: Path, status_path: str, docs: Mapping[ObjectKey, StatusDoc], commit: str) -> bool:
-    """Make the status directory match ``docs``; True iff any file was written or removed."""
+RENDER_MEMO_VERSION = 1
+"""Bump when what a memo entry means changes (its layout, or what the digest covers)."""
+
+_CANARY: StatusDoc = {
+    "apiVersion": "status.mesh-reconciler.io/v1",
+    "kind": "Canary",
+    "metadata": {"name": "canary", "namespace": "default"},
+    "status": {
+        "state": "ACCEPTED",
+        "observedGeneration": 3,
+        "programmed": True,
+        "empty": None,
+        "ratio": 0.5,
+        "messages": ["one line", "two\nlines", "yes", "007", "a: b", "", "ünïcödé", "x" * 120],
+        "clusters": {"c-1": {"objects": [{"kind": "DestinationRule", "state": "applied"}]}},
+    },
+}
+"""Rendered at load and compared with the text stored beside the memo: a renderer that now writes
+anything differently (a new PyYAML, a format change here) discards the memo instead of reusing it."""
+
+
+def _canonical(doc: StatusDoc) -> str | None:
+    """A report's data as canonical JSON (key order does not matter: the YAML sorts keys too)."""
+    try:
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):  # not plain JSON data: no memo (its copy would not be exact)
+        return None
+
+
+@dataclass
+class RenderMemo:
+    """What the last pass wrote into the status directory, so an unchanged report costs one lstat.
+
+    Per report file: its document (canonical JSON), its text, and the file's size and mtime after
+    we wrote or compared it. Why: at 1,000 services a no-op pass spent most of its CPU
+    parsing ~1,500 reports (for their generations), rendering them again and comparing. A file
+    with the size and mtime we left it with (git's own index trick) is not parsed: its document is
+    the memo's; a document equal to the one we rendered before is not rendered again. Kept outside
+    the repository (the cache clone's git directory, :attr:`Checkout.private_dir`); unreadable,
+    foreign or from another renderer (the canary renders differently) means empty, which costs
+    only the work it would have saved.
+    """
+
+    path: Path | None = None
+    files: dict[str, list[Any]] = field(default_factory=dict)
+    """relative path -> [document as canonical JSON, text, size, mtime_ns]"""
+
+    @classmethod
+    def load(cls, path: Path | None) -> RenderMemo:
+        memo = cls(path)
+        if path is None:
+            return memo
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return memo
+        if (
+            isinstance(data, dict)
+            and data.get("version") == RENDER_MEMO_VERSION
+            and data.get("canary") == render_doc(_CANARY)
+            and isinstance(data.get("files"), dict)
+        ):
+            memo.files = {
+                rel: entry
+                for rel, entry in data["files"].items()
+                if isinstance(entry, list)
+                and len(entry) == 4
+                and isinstance(entry[0], str)
+                and isinstance(entry[1], str)
+            }
+        return memo
+
+    def document(self, rel: str, path: Path) -> StatusDoc | None:
+        """The document of the file at ``rel`` if it is exactly as we left it, else None."""
+        entry = self.files.get(rel)
+        if entry is None or _stat_of(path) != (entry[2], entry[3]):
+            return None
+        doc = json.loads(entry[0])  # a fresh copy: callers own what they read
+        return doc if isinstance(doc, dict) else None
+
+    def save(self, files: dict[str, list[Any]]) -> None:
+        """Replace the memo with ``files`` (the reports of this pass); best effort, never fatal."""
+        if files == self.files:
+            return
+        self.files = files
+        if self.path is None:
+            return
+        data = {"version": RENDER_MEMO_VERSION, "canary": render_doc(_CANARY), "files": files}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.path.parent)
+        except OSError:
+            return
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(data, fh, ensure_ascii=False, separators=(",", ":"))
+            os.replace(tmp, self.path)
+        except OSError:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _stat_of(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.lstat()
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+
+
+def write_status_dir(
+    root: Path,
+    status_path: str,
+    docs: Mapping[ObjectKey, StatusDoc],
+    commit: str,
+    memo: RenderMemo | None = None,
+) -> bool:
+    """Make the status directory match ``docs``; True iff any file was written or removed.
+
+    ``memo`` (kept between passes, see :class:`RenderMemo`): reports that did not change are
+    neither rendered nor re-read; it is updated to what this call left on disk.
+    """
     status_root = _status_root(root, status_path)
     changed = False
-    wanted = {status_root / status_file(key): render_doc(doc) for key, doc in docs.items()}
+    wanted = {status_root / status_file(key): doc for key, doc in docs.items()}
     for path in _report_files(status_root):
         if path not in wanted:
             path.unlink()
@@ -241,7 +373,24 @@ def write_status_dir(root: Path, status_path: str, docs: Mapping[ObjectKey, Stat
                     parent.rmdir()  # only succeeds when empty
                 except OSError:
                     break
+    files: dict[str, list[Any]] = {}
     for path in sorted(wanted):
-        changed |= _write_if_changed(path, wanted[path])
+        rel = path.relative_to(status_root).as_posix()
+        doc = wanted[path]
+        canonical = _canonical(doc) if memo is not None else None
+        entry = memo.files.get(rel) if memo is not None else None
+        if canonical is not None and entry is not None and entry[0] == canonical:
+            text = entry[1]
+            if _stat_of(path) == (entry[2], entry[3]):
+                files[rel] = entry  # the file is as we left it, and so is its document
+                continue
+        else:
+            text = render_doc(doc)
+        changed |= _write_if_changed(path, text)
+        found = _stat_of(path)
+        if canonical is not None and found is not None:
+            files[rel] = [canonical, text, *found]
     changed |= _write_if_changed(status_root / README, render_readme(docs, commit))
+    if memo is not None:
+        memo.save(files)
     return changed

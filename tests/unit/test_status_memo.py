@@ -1,0 +1,159 @@
+"""The status render memo: an unchanged report is neither rendered nor parsed, and nothing else changes.
+
+The memo exists only for speed, so every test here compares against the same calls without it:
+identical files, identical documents read back. The counts (renders, YAML parses) are what the
+memo saves; the edits behind our back (same size, another mtime; a new renderer) are what it must
+never get wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.findings import ObjectKey
+from reconciler.status import RenderMemo, read_status_dir, write_status_dir
+from reconciler.status import files as status_files
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _docs(n: int, state: str = "ACCEPTED") -> dict[ObjectKey, dict[str, Any]]:
+    out: dict[ObjectKey, dict[str, Any]] = {}
+    for i in range(n):
+        key = ObjectKey("VirtualDestination", "gloo-mesh", f"svc-{i}")
+        out[key] = {
+            "apiVersion": "networking.enterprise.mesh.gloo.solo.io/v1beta1",
+            "kind": key.kind,
+            "metadata": {"name": key.name, "namespace": key.namespace},
+            "status": {
+                "state": state,
+                "observedGeneration": 1,
+                "specHash": f"{i:016x}",
+                "messages": ["line one\nline two", "yes", "007"],
+                "clusters": {"c1": {"state": state, "objects": [{"kind": "ServiceEntry", "name": f"s{i}"}]}},
+            },
+        }
+    return out
+
+
+class Counted:
+    """Counts the calls of a module function while still calling it (instrumentation, not a fake)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+        self.real = getattr(status_files, name)
+        self.calls = 0
+        monkeypatch.setattr(status_files, name, self)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not (args and args[0] is status_files._CANARY):
+            self.calls += 1
+        return self.real(*args, **kwargs)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_second_pass_renders_and_parses_nothing_and_reads_back_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = _docs(20)
+    memo_path = tmp_path / "private" / "memo.json"
+    write_status_dir(tmp_path / "with", "status", docs, COMMIT, RenderMemo.load(memo_path))
+    write_status_dir(tmp_path / "without", "status", docs, COMMIT)
+    assert _tree(tmp_path / "with") == _tree(tmp_path / "without")
+    without = read_status_dir(tmp_path / "without", "status")
+
+    renders = Counted(monkeypatch, "render_doc")
+    parses = Counted(monkeypatch, "load")
+    memo = RenderMemo.load(memo_path)
+    assert read_status_dir(tmp_path / "with", "status", memo) == without == docs
+    assert write_status_dir(tmp_path / "with", "status", docs, COMMIT, memo) is False
+    assert (renders.calls, parses.calls) == (0, 0)
+
+
+def test_changed_document_is_rendered_again_and_only_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = _docs(5)
+    memo_path = tmp_path / "memo.json"
+    write_status_dir(tmp_path / "repo", "status", docs, COMMIT, RenderMemo.load(memo_path))
+    changed = dict(docs)
+    key = next(iter(changed))
+    changed[key] = {**changed[key], "status": {**changed[key]["status"], "state": "INVALID"}}
+    renders = Counted(monkeypatch, "render_doc")
+    assert write_status_dir(tmp_path / "repo", "status", changed, COMMIT, RenderMemo.load(memo_path))
+    assert renders.calls == 1
+    write_status_dir(tmp_path / "plain", "status", changed, COMMIT)
+    assert _tree(tmp_path / "repo") == _tree(tmp_path / "plain")
+
+
+def test_a_file_edited_behind_our_back_is_parsed_and_rewritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = _docs(3)
+    memo_path = tmp_path / "memo.json"
+    repo = tmp_path / "repo"
+    write_status_dir(repo, "status", docs, COMMIT, RenderMemo.load(memo_path))
+    path = repo / "status" / "VirtualDestination" / "gloo-mesh" / "svc-1.yaml"
+    original = path.read_text()
+    # Same size, other content (e.g. git checked out another revision): only the mtime tells.
+    edited = original.replace("ACCEPTED", "ACCEPTEX")
+    assert len(edited) == len(original)
+    path.write_text(edited)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+
+    parses = Counted(monkeypatch, "load")
+    memo = RenderMemo.load(memo_path)
+    read = read_status_dir(repo, "status", memo)
+    assert parses.calls == 1
+    assert read[ObjectKey("VirtualDestination", "gloo-mesh", "svc-1")]["status"]["state"] == "ACCEPTEX"
+    assert write_status_dir(repo, "status", docs, COMMIT, memo) is True
+    assert path.read_text() == original
+
+
+def test_memo_from_another_renderer_or_unreadable_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = _docs(4)
+    memo_path = tmp_path / "memo.json"
+    write_status_dir(tmp_path / "repo", "status", docs, COMMIT, RenderMemo.load(memo_path))
+    assert len(RenderMemo.load(memo_path).files) == 4
+
+    data = json.loads(memo_path.read_text())
+    data["canary"] = data["canary"].replace("ACCEPTED", "accepted")  # what a changed renderer would write
+    # A poisoned entry: reused, it would put this text in the file.
+    rel = "VirtualDestination/gloo-mesh/svc-0.yaml"
+    data["files"][rel][1] = "poisoned\n"
+    memo_path.write_text(json.dumps(data))
+    assert RenderMemo.load(memo_path).files == {}
+    (tmp_path / "repo" / "status" / rel).unlink()
+    write_status_dir(tmp_path / "repo", "status", docs, COMMIT, RenderMemo.load(memo_path))
+    assert "poisoned" not in (tmp_path / "repo" / "status" / rel).read_text()
+
+    for junk in ("", "{", "[]", '{"version": 1, "files": 3}'):
+        memo_path.write_text(junk)
+        assert RenderMemo.load(memo_path).files == {}
+    assert RenderMemo.load(tmp_path / "missing.json").files == {}
+
+
+def test_memo_that_cannot_be_saved_is_not_fatal(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    memo = RenderMemo.load(blocker / "memo.json")
+    assert write_status_dir(tmp_path / "repo", "status", _docs(2), COMMIT, memo) is True
+    assert (tmp_path / "repo" / "status" / "README.md").is_file()
+
+
+def test_removed_policy_leaves_the_memo(tmp_path: Path) -> None:
+    docs = _docs(3)
+    memo_path = tmp_path / "memo.json"
+    write_status_dir(tmp_path / "repo", "status", docs, COMMIT, RenderMemo.load(memo_path))
+    fewer = dict(list(docs.items())[:2])
+    assert write_status_dir(tmp_path / "repo", "status", fewer, COMMIT, RenderMemo.load(memo_path))
+    assert sorted(RenderMemo.load(memo_path).files) == [
+        "VirtualDestination/gloo-mesh/svc-0.yaml",
+        "VirtualDestination/gloo-mesh/svc-1.yaml",
+    ]
