@@ -77,7 +77,9 @@ def test_second_pass_renders_and_parses_nothing_and_reads_back_the_same(
     assert (renders.calls, parses.calls) == (0, 0)
 
 
-def test_changed_document_is_rendered_again_and_only_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_changed_document_is_rendered_again_and_only_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     docs = _docs(5)
     memo_path = tmp_path / "memo.json"
     write_status_dir(tmp_path / "repo", "status", docs, COMMIT, RenderMemo.load(memo_path))
@@ -116,7 +118,9 @@ def test_a_file_edited_behind_our_back_is_parsed_and_rewritten(
     assert path.read_text() == original
 
 
-def test_memo_from_another_renderer_or_unreadable_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_memo_from_another_renderer_or_unreadable_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     docs = _docs(4)
     memo_path = tmp_path / "memo.json"
     write_status_dir(tmp_path / "repo", "status", docs, COMMIT, RenderMemo.load(memo_path))
