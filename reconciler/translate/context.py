@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from reconciler.clusters.inventory import MANAGED_BY_LABEL, MANAGED_BY_VALUE, SOURCES_ANNOTATION
 from reconciler.findings import ObjectKey
+from reconciler.translate.failover import Directive, FailoverPlan
 from reconciler.translate.names import NameAllocator
 from reconciler.translate.result import JSON
 
@@ -15,12 +16,23 @@ from reconciler.translate.result import JSON
 class TranslationContext:
     cluster_domain: str = "cluster.local"
     names: NameAllocator = field(default_factory=NameAllocator)
+    plans: dict[tuple[str, tuple[Directive, ...]], FailoverPlan] = field(default_factory=dict)
+    """Failover plans by (cluster, directives): a cluster's client localities are fixed for the
+    pass, and most VirtualDestinations share their directives. One plan (and its
+    ``localityLbSetting``) serves them all: computed once, held once (plans are never modified)."""
+
+    _annotations: dict[tuple[ObjectKey, ...], str] = field(default_factory=dict)
+    """Sources annotation values by sources: one string per policy, not one per object and cluster."""
 
     def metadata(self, name: str, namespace: str, sources: Iterable[ObjectKey]) -> JSON:
         """``metadata`` of a generated object: our ownership label and sources annotation."""
+        key = tuple(sources)
+        value = self._annotations.get(key)
+        if value is None:
+            value = self._annotations[key] = ",".join(sorted(k.ref for k in key))
         return {
             "name": name,
             "namespace": namespace,
             "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE},
-            "annotations": {SOURCES_ANNOTATION: ",".join(sorted(k.ref for k in sources))},
+            "annotations": {SOURCES_ANNOTATION: value},
         }

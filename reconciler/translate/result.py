@@ -14,7 +14,7 @@ RenderedRef = tuple[str, str, str, str]
 """(cluster, kind, namespace, name) of a generated object."""
 
 
-@dataclass
+@dataclass(slots=True)
 class DesiredObject:
     cluster: str
     body: JSON
