@@ -323,14 +323,7 @@ def _build_tree(
                     mark = key_node.start_mark
                     pos = (mark.line + 1, mark.column + 1)
                     if key in keys_seen and key != "<<":
-                        findings.append(
-                            error(
-                                f"duplicate key {key!r} (first at line {keys_seen[key][0]}); YAML keeps only the last one",
-                                location=Location(rel, *pos),
-                                path=(*path, key),
-                                code="DuplicateKey",
-                            )
-                        )
+                        findings.append(_duplicate_key(key, keys_seen[key], pos, (*path, key), rel))
                     keys_seen[key] = pos
                     child = (*path, key)
                     positions[child] = pos  # keys point at the key, not at the value
@@ -502,6 +495,18 @@ def _scalar_fields(node: yaml.Node) -> dict[str, str]:
     return {k: v.value for k, v in _mapping_items(node) if isinstance(v, yaml.ScalarNode)}
 
 
+def _duplicate_key(
+    key: str, first: tuple[int, int], pos: tuple[int, int], path: FieldPath, rel: str
+) -> Finding:
+    """A mapping key written twice (YAML keeps the last value silently; a policy must not)."""
+    return error(
+        f"duplicate key {key!r} (first at line {first[0]}); YAML keeps only the last one",
+        location=Location(rel, *pos),
+        path=path,
+        code="DuplicateKey",
+    )
+
+
 def _record_positions(
     node: yaml.Node,
     path: FieldPath,
@@ -522,14 +527,7 @@ def _record_positions(
             key = key_node.value
             pos = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if key in keys_seen and key != "<<":
-                findings.append(
-                    error(
-                        f"duplicate key {key!r} (first at line {keys_seen[key][0]}); YAML keeps only the last one",
-                        location=Location(rel, *pos),
-                        path=(*path, key),
-                        code="DuplicateKey",
-                    )
-                )
+                findings.append(_duplicate_key(key, keys_seen[key], pos, (*path, key), rel))
             keys_seen[key] = pos
             out[(*path, key)] = pos
             _record_positions(value_node, (*path, key), out, findings, rel, seen)

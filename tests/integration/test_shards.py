@@ -298,6 +298,21 @@ def istio_writes(fleet: Clusters, marks: Mapping[str, Any]) -> dict[str, list[An
 # the test
 
 
+def run_shards(url: str, users: Mapping[str, Path], env: dict[str, str], tmp: Path) -> dict[str, Run]:
+    """Every shard at once (shard i as user i, each with its own cache); each must exit 0."""
+    runs = run_concurrently(
+        {
+            user: reconcile_command(url, tmp / f"cache-{user}", kubeconfig, "--shard", f"{i}/{SHARDS}")
+            for i, (user, kubeconfig) in enumerate(users.items())
+        },
+        env,
+        tmp,
+    )
+    for run in runs.values():
+        assert run.rc == 0, (run.user, run.stderr[-3000:])
+    return runs
+
+
 def test_three_shards_equal_one_process(fleet: Clusters, tmp_path: Path) -> None:
     owners = {c: owner(c, SHARDS) for c in NAMES}
     assert sorted(Counter(owners.values()).values()) == [2, 2, 2], owners
@@ -317,18 +332,7 @@ def test_three_shards_equal_one_process(fleet: Clusters, tmp_path: Path) -> None
         # ---- 1. three shards at once ---------------------------------------------------------------
         wipe(fleet)
         marks = {n: fleet[n].audit_mark() for n in NAMES}
-        runs = run_concurrently(
-            {
-                user: reconcile_command(
-                    server.url("sharded"), tmp_path / f"cache-{user}", kubeconfig, "--shard", f"{i}/{SHARDS}"
-                )
-                for i, (user, kubeconfig) in enumerate(users.items())
-            },
-            env,
-            tmp_path,
-        )
-        for run in runs.values():
-            assert run.rc == 0, (run.user, run.stderr[-3000:])
+        runs = run_shards(server.url("sharded"), users, env, tmp_path)
         sharded_live = live_objects(fleet)
         sharded_status = status_tree(server.url("sharded"), tmp_path / "clone-sharded")
         writes = istio_writes(fleet, marks)
@@ -436,18 +440,7 @@ def test_three_shards_equal_one_process(fleet: Clusters, tmp_path: Path) -> None
 
         marks = {n: fleet[n].audit_mark() for n in NAMES}
         wipe_free = live_objects(fleet)  # the single-process run's objects: now reconciled by shards
-        runs = run_concurrently(
-            {
-                user: reconcile_command(
-                    server.url("sharded"), tmp_path / f"cache-{user}", kubeconfig, "--shard", f"{i}/{SHARDS}"
-                )
-                for i, (user, kubeconfig) in enumerate(users.items())
-            },
-            env,
-            tmp_path,
-        )
-        for run in runs.values():
-            assert run.rc == 0, (run.user, run.stderr[-3000:])
+        run_shards(server.url("sharded"), users, env, tmp_path)
         writes = istio_writes(fleet, marks)
         for cluster in NAMES:
             assert {w.user for w in writes[cluster]} == {f"shard-{owners[cluster]}"}, cluster
