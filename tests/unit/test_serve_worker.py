@@ -7,6 +7,7 @@ real pipeline; the real worker against real API servers is in tests/integration/
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -68,3 +69,17 @@ def test_a_pass_abandoned_at_shutdown_is_cancelled_and_not_a_success() -> None:
     assert worker.last is not None and worker.last.exit_code == ExitCode.FATAL
     assert "abandoned" in worker.last.error
     assert runs(worker, "abandoned") == 1 and runs(worker, "converged") == 0
+
+
+def test_a_pass_runs_with_the_cyclic_gc_paused_and_the_worker_collects_between_passes() -> None:
+    during: list[bool] = []
+
+    def fake_recording_pass(settings: Settings, cancel: threading.Event) -> ReconcileOutcome:
+        during.append(gc.isenabled())
+        return ReconcileOutcome(ExitCode.OK)
+
+    worker = Worker(Settings(), run=fake_recording_pass)
+    worker.run_pass()
+    worker.run_pass()
+    assert during == [False, False]
+    assert gc.isenabled()  # between passes a long-running worker collects cycles
