@@ -5,7 +5,9 @@ The bug is a fake (``fake_bug``): a real one cannot be produced on purpose.
 
 from __future__ import annotations
 
+import gc
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,14 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "policies"
 
 def fake_bug(*args: Any, **kwargs: Any) -> Any:
     raise KeyError("spec")
+
+
+@pytest.fixture(autouse=True)
+def collector_back_on() -> Iterator[None]:
+    """``main`` leaves the cyclic GC off (the process is about to exit); this process is not."""
+    yield
+    assert not gc.isenabled(), "main() runs its one command with the cyclic collector off"
+    gc.enable()
 
 
 @pytest.mark.parametrize("debug", [False, True])
