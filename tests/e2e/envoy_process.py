@@ -23,18 +23,7 @@ from pathlib import Path
 from types import TracebackType
 
 import pytest
-
-ENVOY_FLAGS = (
-    "--disable-hot-restart",
-    "--concurrency",
-    "1",
-    "-l",
-    "warning",
-    "--file-flush-interval-msec",
-    "100",
-)
-"""No shared-memory hot-restart region (no base-id clash); one worker, so there is one load balancer;
-log files (the outlier event log) flushed every 100 ms instead of every 10 s."""
+from istioharness.sidecar import ENVOY_FLAGS
 
 _found: list[Path | str] = []
 

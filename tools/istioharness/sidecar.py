@@ -24,6 +24,18 @@ from .istiod import Istiod
 from .lifecycle import ProcessBacked
 from .sds import FakeSds
 
+ENVOY_FLAGS = (
+    "--disable-hot-restart",
+    "--concurrency",
+    "1",
+    "-l",
+    "warning",
+    "--file-flush-interval-msec",
+    "100",
+)
+"""How every test Envoy runs: no shared-memory hot-restart region (no base-id clash); one worker, so
+there is one load balancer; log files (the outlier event log) flushed every 100 ms, not every 10 s."""
+
 PROXY_ISTIO_VERSION = "1.31.0"
 
 
@@ -190,19 +202,7 @@ class Sidecar(ProcessBacked):
         self.bootstrap_path.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
         self._process = ManagedProcess(
             "envoy-sidecar",
-            [
-                str(envoy),
-                "-c",
-                str(self.bootstrap_path),
-                "--use-dynamic-base-id",
-                "--disable-hot-restart",
-                "--concurrency",
-                "1",
-                "-l",
-                "warning",
-                "--file-flush-interval-msec",
-                "100",
-            ],
+            [str(envoy), "-c", str(self.bootstrap_path), "--use-dynamic-base-id", *ENVOY_FLAGS],
             workdir / "envoy.log",
         )
 
