@@ -105,6 +105,22 @@ def comparable_desired(desired: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def same_as_live(live: dict[str, Any], desired: dict[str, Any]) -> bool:
+    """True when applying ``desired`` would change nothing we own or declare in ``live``.
+
+    The full comparison projects ``live`` onto the fields we own *merged with* the fields
+    ``desired`` declares (:func:`comparable_live` with :func:`declared_fields`). Nearly every
+    object of a pass is unchanged, and for those a cheaper test is exact: if the projection onto
+    the fields we own alone already equals ``desired``, then every declared path is one we own, the
+    merge adds nothing, and the full projection is that same view. Only when the cheap views differ
+    is the full one built (drift by another manager, a field we no longer declare, a real change).
+    """
+    want = comparable_desired(desired)
+    if comparable_live(live) == want:
+        return True
+    return not changed_paths(comparable_live(live, declared_fields(desired)), want)
+
+
 def changed_paths(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     """Paths (``spec.trafficPolicy.outlierDetection.interval``) that differ; empty when equal.
 

@@ -22,11 +22,11 @@ from reconciler.clusters.kube import FIELD_MANAGER, ISTIO_RESOURCES, KubeClient,
 from reconciler.engine.changeset import Action, ChangeSet, ClusterResult, ObjectChange
 from reconciler.engine.normalize import (
     changed_paths,
-    comparable_desired,
     comparable_live,
     declared_fields,
     field_owners,
     other_managers,
+    same_as_live,
 )
 from reconciler.findings import Finding, ObjectKey
 from reconciler.translate import MANAGED_KINDS
@@ -264,9 +264,7 @@ class _ClusterSync:
         why = self._why_held(d, live)
         if why:
             return self._hold(d, live, why)
-        if live is not None and not changed_paths(
-            comparable_live(live, declared_fields(d.body)), comparable_desired(d.body)
-        ):
+        if live is not None and same_as_live(live, d.body):
             return self._change(d.body, Action.UNCHANGED, d.sources)
         start = self._start(d, live, claimed)
         if isinstance(start, ObjectChange):

@@ -12,6 +12,7 @@ from reconciler.engine.normalize import (
     declared_fields,
     other_managers,
     owned_fields,
+    same_as_live,
 )
 
 DESIRED: dict[str, Any] = {
@@ -84,3 +85,38 @@ def test_owned_fields_and_managers() -> None:
     assert owned_fields(live) == declared_fields(DESIRED)
     assert other_managers(live) == ["kubectl-edit"]
     assert owned_fields({"metadata": {}}) is None
+
+
+def _full_comparison(live: dict[str, Any], desired: dict[str, Any]) -> bool:
+    return not changed_paths(comparable_live(live, declared_fields(desired)), comparable_desired(desired))
+
+
+def test_same_as_live_answers_like_the_full_comparison_in_every_case() -> None:
+    unchanged = live_from(DESIRED, exportTo=["*"])
+    # Another manager took a field we declare, keeping its value: only the merged view sees it is equal.
+    taken_same = copy.deepcopy(unchanged)
+    taken_same["metadata"]["managedFields"] = [
+        {"manager": "mesh-reconciler", "operation": "Apply", "fieldsV1": {"f:spec": {"f:host": {}}}},
+        {"manager": "kubectl-edit", "operation": "Update", "fieldsV1": declared_fields(DESIRED)},
+    ]
+    # ... and changing it.
+    taken_changed = copy.deepcopy(taken_same)
+    taken_changed["spec"]["trafficPolicy"]["outlierDetection"]["interval"] = "9s"
+    # A field we set before and no longer declare: a removal.
+    no_longer = live_from({**DESIRED, "spec": {**DESIRED["spec"], "subsets": [{"name": "v1"}]}})
+    # Never applied by us (no managedFields of ours): what we declare is compared, nothing else.
+    foreign = copy.deepcopy(unchanged)
+    foreign["metadata"]["managedFields"] = []
+    foreign_changed = copy.deepcopy(foreign)
+    foreign_changed["spec"]["host"] = "b.global"
+    cases = {
+        "unchanged": (unchanged, True),
+        "taken, same value": (taken_same, True),
+        "taken, changed": (taken_changed, False),
+        "no longer declared": (no_longer, False),
+        "foreign, same values": (foreign, True),
+        "foreign, changed": (foreign_changed, False),
+    }
+    for name, (live, expected) in cases.items():
+        assert _full_comparison(live, DESIRED) is expected, name
+        assert same_as_live(live, DESIRED) is expected, name
