@@ -403,18 +403,23 @@ def floor_patches(kubeconfig: Path, objects: Mapping[str, list[dict[str, Any]]])
     return _parallel(one)
 
 
-def floor_lists(kubeconfig: Path) -> float:
-    """The discovery LISTs, clusters in parallel (a fresh client each, like a new process); wall s."""
+def floor_lists(kubeconfig: Path) -> tuple[float, int]:
+    """The discovery LISTs, clusters in parallel (a fresh client each, like a new process): wall
+    seconds, and the size of what they returned as compact JSON (measured after the clock stops)."""
+    answers: list[Any] = []
 
     def one(name: str) -> None:
         api = _client(kubeconfig, name)
         try:
             for path, selector in DISCOVERY_LISTS:
-                kube.request(api, "GET", path, query={"labelSelector": selector} if selector else None)
+                answers.append(
+                    kube.request(api, "GET", path, query={"labelSelector": selector} if selector else None)
+                )
         finally:
             api.close()
 
-    return _parallel(one)
+    seconds = _parallel(one)
+    return seconds, sum(len(json.dumps(a, separators=(",", ":"))) for a in answers)
 
 
 PROCESS_FLOOR = """
@@ -659,10 +664,14 @@ def one_repeat(
         log(f"  kubectl diff --server-side {mode}: {wall:.2f}s (exit {[c.rc for c in children]})")
 
     mark = servers.mark()
-    seconds = floor_lists(kc)
+    seconds, listed_bytes = floor_lists(kc)
     reqs = servers.since(mark)
     out["floor_lists"] = Measured(
-        seconds, requests=reqs.total, by_verb=reqs.by_verb, server_cpu=reqs.server_cpu
+        seconds,
+        requests=reqs.total,
+        by_verb=reqs.by_verb,
+        server_cpu=reqs.server_cpu,
+        extra={"listed_mb": listed_bytes / 1e6},
     )
     out["floor_git_fetch"] = Measured(floor_git_fetch(bare, tmp))
     mark = servers.mark()
@@ -829,6 +838,15 @@ def notes(med: Mapping[str, Measured], startup: Mapping[str, float]) -> str:
             if len(other) <= 6:
                 line += "; besides the LISTs: " + (", ".join(other) or "nothing")
         lines.append(line)
+    listed = float(med["floor_lists"].extra.get("listed_mb") or 0.0)
+    if listed:
+        rss = med["noop_reconcile"].maxrss_mb
+        base = startup.get("help_maxrss_mb", 0.0)
+        lines.append(
+            f"- memory: the LISTs return {listed:.1f} MB of JSON; no-op reconcile peak RSS {rss:.0f} MB = "
+            f"{rss / listed:.1f}x that; above the {base:.0f} MB of `reconciler --help` (interpreter and "
+            f"libraries): {rss - base:.0f} MB = {(rss - base) / listed:.1f}x"
+        )
     return "\n".join(lines)
 
 
