@@ -11,20 +11,14 @@ import pytest
 import yaml
 from kubeharness import Clusters, kube
 from kubernetes.client import ApiClient
-from typer.testing import CliRunner
 
-from reconciler.commands.app import app
 from tests.integration.conftest import git
+from tests.unit.helpers import cli
 
 pytestmark = pytest.mark.integration
 
 SECRET_VALUE = "s3cr3t-do-not-commit"
 DIRECTIVE = "    failoverDirectives:\n      - from: {region: us-east-1}\n        to: [{region: us-east-2}, {region: eu-west-1}]\n"
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_cronjob_exports_the_snapshot_and_pr_ci_runs_impact_on_it(

@@ -6,6 +6,9 @@ import shutil
 import textwrap
 from pathlib import Path
 
+from typer.testing import CliRunner
+
+from reconciler.commands.app import app
 from reconciler.policy import PolicySet, load_and_check
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,3 +34,9 @@ def load(root: Path) -> PolicySet:
 
 def messages(ps: PolicySet) -> list[str]:
     return sorted(f.format() for f in ps.findings)
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    """The real CLI in-process (wide, uncoloured output): exit code, stdout, stderr."""
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200", "NO_COLOR": "1"})
+    return result.exit_code, result.stdout, result.stderr

@@ -6,18 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from reconciler.commands.app import app
+from tests.unit.helpers import cli
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "policies"
 STATE = REPO / "tests" / "golden" / "state" / "bookinfo"
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200", "NO_COLOR": "1"})
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_render_yaml_grouped_by_cluster() -> None:

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import typer
 import yaml
-from typer.testing import CliRunner
 
 from reconciler.clusters.snapshot import read_snapshot, write_snapshot
 from reconciler.commands.envoy_config import envoy_config
@@ -28,6 +27,7 @@ from reconciler.policy import load_and_check
 from reconciler.translate import Translation, translate
 from tests.unit import topology as t
 from tests.unit.helpers import EXAMPLE, write
+from tests.unit.helpers import cli as run_cli
 
 STATE = Path(__file__).resolve().parents[1] / "golden" / "state" / "bookinfo"
 EXAMPLE_VD = ObjectKey("VirtualDestination", "gloo-mesh", "bookinfo-global")
@@ -44,8 +44,7 @@ def _root() -> None:
 
 
 def cli(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, ["envoy-config", *args], env={"COLUMNS": "200", "NO_COLOR": "1"})
-    return result.exit_code, result.stdout, result.stderr
+    return run_cli("envoy-config", *args)
 
 
 def example_explanation(client: Locality = EAST, cluster: str = "mgmt-cluster") -> Explanation:

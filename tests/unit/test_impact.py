@@ -17,10 +17,8 @@ from typing import Any
 
 import jsonschema
 import pytest
-from typer.testing import CliRunner
 
 from reconciler.clusters.snapshot import read_snapshot
-from reconciler.commands.app import app
 from reconciler.impact import (
     Client,
     ImpactReport,
@@ -35,6 +33,7 @@ from reconciler.impact import (
 from reconciler.impact_output import render_markdown, render_text
 from reconciler.locality import Locality
 from reconciler.plan import ClusterSource, build_plan
+from tests.unit.helpers import cli
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "policies"
@@ -125,11 +124,6 @@ def commit(repo: Path, files: dict[str, str | None], message: str = "head") -> s
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", message)
     return git(repo, "rev-parse", "HEAD")
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200", "NO_COLOR": "1"})
-    return result.exit_code, result.stdout, result.stderr
 
 
 def impact_json(repo: Path, *extra: str, state: Path = STATE) -> tuple[int, dict[str, Any]]:

@@ -5,19 +5,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from typer.testing import CliRunner
-
-from reconciler.commands.app import app
 from reconciler.markdown import Markdown, cell, code, code_block, escape, html
+from tests.unit.helpers import cli
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "policies"
 STATE = REPO / "tests" / "golden" / "state" / "bookinfo"
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200", "NO_COLOR": "1"})
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_inline_text_cannot_break_out_of_its_markup() -> None:
