@@ -1,17 +1,21 @@
 """The read-only front half of every run: policies + live state -> desired state.
 
-``build_plan`` loads ``reconciler.yaml`` and the policies, gets the live state (discovery over the
-selected kube contexts, or a snapshot directory) and translates. ``render``, ``explain``, ``diff`` and
+``build_plan`` loads ``reconciler.yaml``, gets the live state (discovery over the selected kube
+contexts, or a snapshot directory), then loads the policies and translates — or reuses the last
+build when neither the policy commit nor what translation reads from discovery changed
+(:mod:`reconciler.buildcache`). ``render``, ``explain``, ``diff`` and
 ``reconcile`` all start here, so they can never disagree about what is desired.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reconciler.buildcache import Build, BuildCache
 from reconciler.clusters.discover import Discovery, connect, discover
 from reconciler.clusters.inventory import Inventory
 from reconciler.clusters.kube import KubeClient
@@ -22,6 +26,8 @@ from reconciler.findings import Finding
 from reconciler.policy import PolicySet, load_and_check
 from reconciler.repo_config import RepoConfig, load_repo_config
 from reconciler.translate import Translation, translate
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -133,15 +139,42 @@ def build_plan(
     source: ClusterSource,
     connection: Connection | None = None,
     cached: Mapping[str, list[dict[str, Any]] | None] | None = None,
+    build_cache: BuildCache | None = None,
 ) -> Plan:
-    """Load, discover (with ``connection``'s clients when given; the plan then owns them) and translate.
+    """Discover (with ``connection``'s clients when given; the plan then owns them), load and translate.
 
     ``cached``: live objects per cluster from ``serve``'s watch caches, used instead of LISTs.
+    ``build_cache``: reuse the last load + translation when the policy tree and the discovered
+    state it read are unchanged (see :mod:`reconciler.buildcache`).
     """
     repo, config_findings = load_repo_config(root)
-    policies = load_and_check(root, status_path=repo.status.path)
     inventory, discovery = load_inventory(source, repo, connection, cached)
+    try:
+        build = _build(root, repo, inventory, build_cache)
+    except BaseException:
+        if discovery is not None and connection is None:
+            discovery.close()  # clients this function opened; a caller's connection is the caller's
+        raise
+    return Plan(root, repo, build.policies, inventory, build.translation, discovery, config_findings)
+
+
+def _build(root: Path, repo: RepoConfig, inventory: Inventory, cache: BuildCache | None) -> Build:
+    """Load, check and translate — or reuse the last build when nothing it reads has changed."""
+    if cache is not None and not cache.serves(root / repo.status.path):
+        cache = None  # the loader reads a directory the cache's key does not cover
+    key = cache.key(root, inventory) if cache is not None else b""
+    if cache is not None:
+        hit = cache.get(key)
+        if hit is not None:
+            log.info(
+                "build reused: policies (%s) and discovered state unchanged since the last pass", cache.source
+            )
+            return hit
+    policies = load_and_check(root, status_path=repo.status.path)
     translation = translate(
         policies, inventory, configured_clusters=inventory.clusters, tenancy=repo.namespace_boundaries()
     )
-    return Plan(root, repo, policies, inventory, translation, discovery, config_findings)
+    build = Build(policies, translation)
+    if cache is not None:
+        cache.put(key, build)
+    return build

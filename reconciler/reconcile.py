@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reconciler.buildcache import BuildCache
 from reconciler.clusters.kube import KubeClient
 from reconciler.clusters.watch import WatchCaches
 from reconciler.engine.changeset import Action, ChangeSet
@@ -162,6 +163,7 @@ def run_pass(
     cancel: threading.Event | None = None,
     live: WatchCaches | None = None,
     shard: Shard | None = None,
+    build_cache: BuildCache | None = None,
 ) -> PassResult:
     """Plan and sync once. With ``options.apply`` and not ``dry_run``, hold the Lease while writing.
 
@@ -174,6 +176,8 @@ def run_pass(
     planned from it (no LIST); the others are LISTed. A cluster this pass wrote to is LISTed by the
     next pass (see :meth:`WatchCaches.wrote`).
 
+    ``build_cache``: see :func:`reconciler.plan.build_plan`.
+
     ``shard``: discover and translate the whole fleet (translation needs every cluster's services
     and localities) but compare, write and prune only the clusters the shard owns; ``lease`` is then
     the shard's own Lease (see :func:`lease_settings`).
@@ -184,7 +188,7 @@ def run_pass(
     if live is not None and source.state is not None:
         live = None  # live state from a snapshot directory: nothing to watch
     if (not options.apply or options.dry_run) and live is None:
-        with build_plan(root, source) as plan:
+        with build_plan(root, source, build_cache=build_cache) as plan:
             changes = sync(plan.desired(), plan.clients, _for_shard(options, shard, plan))
         return _result(plan, changes, start, shard)
     repo, _ = load_repo_config(root)
@@ -192,7 +196,7 @@ def run_pass(
     if not options.apply or options.dry_run:
         if live is not None:
             live.ensure(connection.targets)
-        with build_plan(root, source, connection, _snapshot(live)) as plan:
+        with build_plan(root, source, connection, _snapshot(live), build_cache) as plan:
             changes = sync(plan.desired(), plan.clients, _for_shard(options, shard, plan))
         return _result(plan, changes, start, shard)
     lease = lease or LeaseSettings()
@@ -212,7 +216,7 @@ def run_pass(
             # a running one has every event seen so far.
             if live is not None:
                 live.ensure(connection.targets)
-            plan = build_plan(root, source, connection, _snapshot(live))
+            plan = build_plan(root, source, connection, _snapshot(live), build_cache)
             synced: ChangeSet | None = None
             try:
                 changes = synced = sync(
@@ -352,6 +356,14 @@ def with_status_snapshot(
     return write
 
 
+def build_cache_for(checkout: Checkout, path: str) -> BuildCache | None:
+    """The build cache of a cache clone, keyed by the policy commit (None: not a cache clone)."""
+    private = checkout.private_dir
+    if private is None:
+        return None
+    return BuildCache(private, f"{checkout.policy_commit}:{path}", checkout.path / checkout.status_dir)
+
+
 def _reconcile(
     settings: Settings, cancel: threading.Event | None, live: WatchCaches | None = None
 ) -> ReconcileOutcome:
@@ -404,6 +416,7 @@ def _reconcile(
             cancel=cancel,
             live=live,
             shard=shard,
+            build_cache=build_cache_for(checkout, settings.path),
         )
     except LeaseHeld as exc:
         return ReconcileOutcome(ExitCode.FATAL, f"lock held: {exc}", checkout)

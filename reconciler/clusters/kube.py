@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import msgspec
 import urllib3
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
@@ -188,7 +189,7 @@ class KubeClient:
             raise _to_kube_error(status, data, "", {"Retry-After": retry_after} if retry_after else None)
         if not data:
             return {}
-        parsed: dict[str, Any] = json.loads(data)
+        parsed: dict[str, Any] = decode_json(data)
         return parsed
 
     # -- verbs -------------------------------------------------------------------------------------
@@ -293,9 +294,9 @@ class KubeClient:
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
                     if line.strip():
-                        yield _watch_event(json.loads(line))
+                        yield _watch_event(decode_json(line))
             if buffer.strip():
-                yield _watch_event(json.loads(buffer))
+                yield _watch_event(decode_json(buffer))
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise KubeError(0, f"{unreachable}: watch interrupted: {_short(exc)}", "Unreachable") from None
         finally:
@@ -397,6 +398,15 @@ def _to_kube_error(status: int, body: Any, reason: str, headers: Any) -> KubeErr
             with contextlib.suppress(ValueError):
                 details = {**details, "retryAfter": float(retry_after)}
     return KubeError(status, message, kind, details)
+
+
+def decode_json(data: bytes) -> Any:
+    """JSON from the API server as plain Python data, exactly what ``json.loads`` returns.
+
+    msgspec's decoder, because decoding the LISTs is most of what a no-op pass does with them (it
+    is ~2x faster than the standard library here); a malformed body raises a ValueError the same way.
+    """
+    return msgspec.json.decode(data)
 
 
 def encode_query(params: dict[str, Any]) -> str:

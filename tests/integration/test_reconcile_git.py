@@ -115,6 +115,37 @@ def test_reconcile_from_git_commits_status(
     assert status["observedCommit"] == payload["policyCommit"] != policy_commit
 
 
+def test_the_build_is_reused_only_while_nothing_it_read_changed(
+    fresh: Clusters, kubeconfig: Path, remote: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The build cache against real clusters: an unchanged pass reuses the last build; a cluster
+    going away (and coming back) is a change of what translation reads, so the build runs again and
+    the objects depending on that cluster are held, never reconciled from the stale build."""
+    bare, _ = remote
+    cache = tmp_path / "cache"
+
+    def reconcile() -> tuple[dict[str, Any], bool]:
+        result = invoke(bare, kubeconfig, cache)
+        assert result.exit_code in (0, 1), result.output
+        return json.loads(result.stdout), "build reused" in result.stderr
+
+    payload, reused = reconcile()
+    assert payload["summary"] == {"created": 5} and not reused
+    payload, reused = reconcile()
+    assert payload["summary"] == {"unchanged": 5} and reused
+    fresh["remote-cluster"].stop_apiserver()
+    try:
+        payload, reused = reconcile()
+    finally:
+        fresh["remote-cluster"].start_apiserver()
+    assert not reused
+    assert payload["summary"].get("held", 0) >= 2, payload["summary"]
+    payload, reused = reconcile()
+    assert payload["summary"] == {"unchanged": 5} and not reused  # rebuilt: the cluster is back
+    payload, reused = reconcile()
+    assert payload["summary"] == {"unchanged": 5} and reused
+
+
 def test_invalid_policy_reported_in_git_and_exit_1(
     fresh: Clusters, kubeconfig: Path, remote: tuple[Path, Path], tmp_path: Path
 ) -> None:

@@ -37,7 +37,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("reconciler.clusters",),
     ("reconciler.translate",),
     ("reconciler.engine",),
-    ("reconciler.plan", "reconciler.status"),
+    ("reconciler.plan", "reconciler.buildcache", "reconciler.status"),
     ("reconciler.dataplane", "reconciler.impact"),
     (
         "reconciler.reconcile",

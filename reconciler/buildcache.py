@@ -1,0 +1,154 @@
+"""Reuse the last build (policies loaded, checked and translated) when nothing it read has changed.
+
+A scheduled pass over an unchanged repository and an unchanged fleet rebuilds exactly what the
+previous pass built: at 1,500 policies and 6,500 objects, loading and translating is ~0.35 s of CPU,
+a third of a no-op pass. Argo CD's repo-server caches generated manifests per (revision, source
+settings) for the same reason; this is that cache for one reconciler.
+
+The key names *everything* the build reads, so a hit can only return what a rebuild would:
+
+* the policy tree: the policy commit (never a working tree someone may edit) and where in the
+  checkout the policies are — given by the caller as ``source``;
+* what translation reads from discovery: every cluster's name, context, node localities, services
+  with their endpoints, meshes, gateways and reachability (never the live objects we manage, which
+  only the engine compares);
+* the code that builds: this package's files (path, size, mtime), the Python and pydantic versions.
+
+One entry is kept (the last build), in the cache clone's git directory
+(:attr:`reconciler.source.Checkout.private_dir`), next to the status render memo. Unreadable,
+foreign or stale means a miss, which costs only the rebuild. The file is a pickle, so it is only
+ever read from that private directory, which only this reconciler writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import pickle
+import sys
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from reconciler.clusters.inventory import Inventory
+from reconciler.policy import PolicySet
+from reconciler.translate import Translation
+
+log = logging.getLogger(__name__)
+
+FORMAT = b"mesh-reconciler build cache 1\n"
+"""First line of the file; a new layout gets a new number (old files then simply miss)."""
+
+FILE_NAME = "build-cache.pickle"
+
+
+@cache
+def code_digest() -> str:
+    """Identity of the code that builds: a changed translation rule must never reuse an old build.
+
+    Size and mtime of every module of the package (a release, an editable checkout being worked
+    on), plus the interpreter and pydantic versions the pickled models depend on.
+    """
+    import pydantic
+
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256(f"{sys.version}\0{pydantic.VERSION}\0".encode())
+    for directory, dirs, files in sorted(os.walk(package)):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith(".py"):
+                stat = os.stat(os.path.join(directory, name))
+                rel = os.path.relpath(os.path.join(directory, name), package)
+                digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    return digest.hexdigest()
+
+
+def inventory_digest(inventory: Inventory) -> str:
+    """Digest of the discovered state translation reads (every field but the managed objects).
+
+    A memo-free pickle of value types built in LIST order (stable for unchanged objects): equal
+    state gives equal bytes. When it does not (an endpoint moved, a node was relabelled, a cluster is down), the
+    build runs again, which is exactly what must happen.
+    """
+    parts = [
+        (c.name, c.context, c.nodes, c.services, c.meshes, c.gateways, c.error, c.notes)
+        for _, c in sorted(inventory.clusters.items())
+    ]
+    out = io.BytesIO()
+    pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
+    # No memo: equal values give equal bytes whether or not they are the same objects (with it,
+    # a string shared in one pass and merely equal in the next would change the digest).
+    pickler.fast = True
+    pickler.dump(parts)
+    return hashlib.sha256(out.getbuffer()).hexdigest()
+
+
+@dataclass
+class Build:
+    policies: PolicySet
+    translation: Translation
+
+
+@dataclass
+class BuildCache:
+    """The last build of one checkout, keyed by everything it read (see the module docstring)."""
+
+    directory: Path
+    source: str
+    """The policy tree's identity, e.g. ``<policy commit>:<path>``."""
+    uncovered: Path
+    """The one directory whose changes ``source`` does not reflect (the status directory: our own
+    status commits never change the policy commit). The cache serves only a build that skips it."""
+    hits: int = field(default=0, init=False)
+    misses: int = field(default=0, init=False)
+
+    @property
+    def path(self) -> Path:
+        return self.directory / FILE_NAME
+
+    def serves(self, skipped: Path) -> bool:
+        """Does ``source`` identify every file a build that skips ``skipped`` reads?"""
+        return os.path.realpath(skipped) == os.path.realpath(self.uncovered)
+
+    def key(self, root: Path, inventory: Inventory) -> bytes:
+        text = f"{self.source}\0{root}\0{code_digest()}\0{inventory_digest(inventory)}"
+        return hashlib.sha256(text.encode()).hexdigest().encode()
+
+    def get(self, key: bytes) -> Build | None:
+        """The cached build for ``key``, or None (absent, another key, unreadable, foreign)."""
+        build = self._read(key)
+        if build is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return build
+
+    def _read(self, key: bytes) -> Build | None:
+        try:
+            with self.path.open("rb") as fh:
+                if fh.readline() != FORMAT or fh.readline().rstrip(b"\n") != key:
+                    return None
+                build = pickle.load(fh)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # any damage is a miss, never a failed pass
+            log.warning("build cache %s unreadable (%s): rebuilding", self.path, exc)
+            return None
+        return build if isinstance(build, Build) else None
+
+    def put(self, key: bytes, build: Build) -> None:
+        """Keep ``build`` as the last one (atomically: a reader sees the old file or the new one)."""
+        tmp = self.path.with_name(f".{FILE_NAME}.{os.getpid()}")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with tmp.open("wb") as fh:
+                fh.write(FORMAT + key + b"\n")
+                pickle.dump(build, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, self.path)
+        except Exception as exc:  # a cache that cannot be written only costs time
+            log.warning("build cache %s not written (%s)", self.path, exc)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)

@@ -1,0 +1,187 @@
+"""The build cache: a pass reuses the last load + translation only when nothing it read changed.
+
+Every test compares with a build made without the cache: a hit must be indistinguishable from a
+rebuild, and every input the key names (policy commit, discovered state, code) must cause a miss.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from reconciler import buildcache
+from reconciler.buildcache import BuildCache, inventory_digest
+from reconciler.clusters.inventory import ClusterState, Endpoint, Inventory, Service
+from reconciler.locality import Locality
+from reconciler.plan import ClusterSource, Plan, build_plan
+
+REPO = Path(__file__).resolve().parents[2]
+STATE = REPO / "tests" / "golden" / "state" / "three-regions"
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    shutil.copytree(REPO / "policies", tmp_path / "policies")
+    shutil.copytree(STATE, tmp_path / "state")
+    return tmp_path
+
+
+def cache_for(work: Path, source: str = "commit-a:.") -> BuildCache:
+    return BuildCache(work / "private", source, work / "policies" / "status")
+
+
+def plan_with(work: Path, cache: BuildCache | None) -> Plan:
+    return build_plan(work / "policies", ClusterSource(state=work / "state"), build_cache=cache)
+
+
+def fingerprint(plan: Plan) -> tuple[object, ...]:
+    """Everything later stages read from a build: desired objects, outcomes, policies, findings."""
+    objects = {
+        c: [(o.kind, o.namespace, o.name, o.body, o.sources) for o in objs]
+        for c, objs in plan.translation.objects.items()
+    }
+    outcomes = {k: (o.findings, o.blocking) for k, o in plan.translation.outcomes.items()}
+    policies = [
+        (p.key, p.obj.model_dump(), p.location, p.spec_hash, p.positions) for p in plan.policies.policies
+    ]
+    return objects, outcomes, policies, plan.policies.findings, plan.findings
+
+
+def relabel_zone(work: Path, old: str, new: str) -> None:
+    path = work / "state" / "cluster-3.yaml"
+    text = path.read_text()
+    assert f"topology.kubernetes.io/zone: {old}" in text
+    path.write_text(
+        text.replace(f"topology.kubernetes.io/zone: {old}", f"topology.kubernetes.io/zone: {new}")
+    )
+
+
+def test_a_second_pass_reuses_the_build_and_gets_the_same_plan(
+    work: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fresh = fingerprint(plan_with(work, None))
+    cache = cache_for(work)
+    first = fingerprint(plan_with(work, cache))
+    assert (cache.hits, cache.misses) == (0, 1)
+    assert cache.path.is_file()
+    with caplog.at_level(logging.INFO, logger="reconciler.plan"):
+        second = fingerprint(plan_with(work, cache))
+    assert (cache.hits, cache.misses) == (1, 1)
+    assert "build reused: policies (commit-a:.)" in caplog.text
+    assert first == second == fresh
+    assert sum(len(v) for v in fresh[0].values()) > 0  # there is something to compare
+
+
+def test_a_new_policy_commit_rebuilds(work: Path) -> None:
+    plan_with(work, cache_for(work, "commit-a:."))
+    path = work / "policies" / "bookinfo-global.yaml"
+    path.write_text(path.read_text().replace("baseEjectionTime: 120s", "baseEjectionTime: 60s"))
+    cache = cache_for(work, "commit-b:.")
+    after = fingerprint(plan_with(work, cache))
+    assert (cache.hits, cache.misses) == (0, 1)
+    assert after == fingerprint(plan_with(work, None))
+    assert "60s" in repr(after[0])
+
+
+def test_a_changed_discovered_state_rebuilds(work: Path) -> None:
+    """A node moved to another zone changes localities, so failover order: never served stale."""
+    cache = cache_for(work)
+    before = fingerprint(plan_with(work, cache))
+    relabel_zone(work, "eu-west-1a", "eu-west-1b")
+    after = fingerprint(plan_with(work, cache))
+    assert (cache.hits, cache.misses) == (0, 2)
+    assert after == fingerprint(plan_with(work, None))
+    assert after != before
+    relabel_zone(work, "eu-west-1b", "eu-west-1a")
+    assert fingerprint(plan_with(work, cache)) == before
+    assert (cache.hits, cache.misses) == (0, 3)
+
+
+def test_changed_code_rebuilds(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = cache_for(work)
+    plan_with(work, cache)
+    monkeypatch.setattr(buildcache, "code_digest", lambda: "another release")
+    plan_with(work, cache)
+    assert (cache.hits, cache.misses) == (0, 2)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"",
+        b"not a cache at all",
+        buildcache.FORMAT,  # header only
+        b"mesh-reconciler build cache 0\n",  # an older layout
+    ],
+)
+def test_a_damaged_or_foreign_file_is_a_miss_and_is_replaced(work: Path, damage: bytes) -> None:
+    cache = cache_for(work)
+    plan_with(work, cache)
+    cache.path.write_bytes(damage)
+    assert fingerprint(plan_with(work, cache)) == fingerprint(plan_with(work, None))
+    assert (cache.hits, cache.misses) == (0, 2)
+    plan_with(work, cache)
+    assert cache.hits == 1
+
+
+def test_a_truncated_pickle_is_a_miss(work: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cache = cache_for(work)
+    plan_with(work, cache)
+    data = cache.path.read_bytes()
+    cache.path.write_bytes(data[: len(data) // 2])  # right header and key, broken body
+    with caplog.at_level(logging.WARNING, logger="reconciler.buildcache"):
+        assert fingerprint(plan_with(work, cache)) == fingerprint(plan_with(work, None))
+    assert "unreadable" in caplog.text
+    assert (cache.hits, cache.misses) == (0, 2)
+
+
+def test_not_used_when_the_loader_reads_a_directory_the_key_does_not_cover(work: Path) -> None:
+    """The policy commit ignores the status directory; a build reading another one can't be keyed by it."""
+    cache = BuildCache(work / "private", "commit-a:.", work / "policies" / "elsewhere")
+    plan_with(work, cache)
+    plan_with(work, cache)
+    assert (cache.hits, cache.misses) == (0, 0)
+    assert not cache.path.exists()
+
+
+def test_an_unwritable_cache_only_costs_time(work: Path) -> None:
+    (work / "private").write_text("a file where the directory should be")
+    cache = cache_for(work)
+    assert fingerprint(plan_with(work, cache)) == fingerprint(plan_with(work, None))
+    assert fingerprint(plan_with(work, cache)) == fingerprint(plan_with(work, None))
+    assert cache.hits == 0
+
+
+def _inventory(labels: dict[str, str], zone: str) -> Inventory:
+    svc = Service(
+        "c1",
+        "ns",
+        "reviews",
+        labels=labels,
+        endpoints=(Endpoint("10.0.0.1", (("http", 9080),), "n1", Locality("r", zone)),),
+        locality=Locality("r", zone),
+    )
+    return Inventory({"c1": ClusterState("c1", nodes={"n1": Locality("r", zone)}, services=[svc])})
+
+
+def test_the_inventory_digest_depends_on_values_not_on_object_identity() -> None:
+    shared = "reviews"
+    a = _inventory({"app": shared, "team": shared}, "r-a")
+    # equal strings that are distinct objects (a pickle with its memo would encode them differently)
+    b = _inventory({"app": "".join(["rev", "iews"]), "team": "".join(["revi", "ews"])}, "".join(["r-", "a"]))
+    assert inventory_digest(a) == inventory_digest(b)
+    assert inventory_digest(a) != inventory_digest(_inventory({"app": shared, "team": shared}, "r-b"))
+    assert inventory_digest(a) != inventory_digest(_inventory({"app": shared}, "r-a"))
+
+
+def test_the_managed_objects_are_not_part_of_the_digest() -> None:
+    """Only the engine reads them: live drift must not force a rebuild (it is compared, not built)."""
+    a = _inventory({"app": "reviews"}, "r-a")
+    b = _inventory({"app": "reviews"}, "r-a")
+    b.clusters["c1"].managed.append(
+        {"kind": "DestinationRule", "metadata": {"name": "x", "resourceVersion": "7"}}
+    )
+    assert inventory_digest(a) == inventory_digest(b)
