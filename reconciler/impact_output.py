@@ -7,7 +7,6 @@ report are long; the Markdown building blocks are :mod:`reconciler.markdown`, sh
 
 from __future__ import annotations
 
-import enum
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,7 +22,7 @@ from reconciler.impact import (
     summarize_levels,
 )
 from reconciler.markdown import DEFAULT_LIMIT, Markdown, cell, code, code_block, escape, html
-from reconciler.output import dump_json
+from reconciler.output import ReportFormat, dump_json
 
 ARROW = " → "
 MAX_PATHS = 4
@@ -32,14 +31,6 @@ MAX_UNCHANGED_LINES = 5
 """Unchanged client localities of a hostname shown with their order (more: named on one line)."""
 MAX_DIFF_LINES = 80
 """Lines of one object's diff in a Markdown comment (the JSON report and ``diff`` have all)."""
-
-
-class ReportFormat(enum.StrEnum):
-    """``impact -o``: text for people, JSON for tools, Markdown for a pull-request comment."""
-
-    TEXT = "text"
-    JSON = "json"
-    MARKDOWN = "markdown"
 
 
 def print_impact(report: ImpactReport, fmt: ReportFormat, *, limit: int = DEFAULT_LIMIT) -> None:

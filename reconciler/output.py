@@ -38,6 +38,14 @@ class OutputFormat(enum.StrEnum):
     YAML = "yaml"
 
 
+class ReportFormat(enum.StrEnum):
+    """``impact -o``: text for people, JSON for tools, Markdown for a pull-request comment."""
+
+    TEXT = "text"
+    JSON = "json"
+    MARKDOWN = "markdown"
+
+
 class DiffFormat(enum.StrEnum):
     """``diff -o``: the formats of every command, plus a pull-request comment."""
 

@@ -29,6 +29,11 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "mesh-reconciler"
+LIST_PAGE_SIZE = 5000
+"""Objects per LIST page. Larger than kubectl's 500 on purpose: every continuation page is one more
+request, and on kube-apiserver 1.37 more, smaller pages were slower in all (at 1,000 services, the
+7 LISTs of a cluster took 0.86 s in 15 pages against 0.48 s in 7: a third of a no-op pass). We keep
+every item of a collection in memory anyway, so smaller pages would only save the server work."""
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 
 
@@ -108,8 +113,10 @@ class KubeClient:
         attempts: int = 4,
         max_backoff: float = 8.0,
         sleep: Callable[[float], None] = time.sleep,
+        page_size: int = LIST_PAGE_SIZE,
     ) -> None:
         self.api = api
+        self.page_size = page_size
         self.cluster = cluster
         self.timeout = timeout
         self.attempts = attempts
@@ -210,7 +217,7 @@ class KubeClient:
             page = self.request(
                 "get",
                 resource.collection(namespace),
-                query={"labelSelector": label_selector, "limit": 500, "continue": cont},
+                query={"labelSelector": label_selector, "limit": self.page_size, "continue": cont},
                 resource=resource.plural,
                 accept=accept,
             )
@@ -232,7 +239,7 @@ class KubeClient:
         namespace: str | None = None,
         metadata_only: bool = False,
     ) -> list[dict[str, Any]]:
-        """LIST a collection (paged by 500), returning items with ``apiVersion``/``kind`` filled in.
+        """LIST a collection (paged by :attr:`page_size`), returning items with ``apiVersion``/``kind`` filled in.
 
         ``metadata_only``: ask for ``PartialObjectMetadataList`` — names, labels, managedFields, no
         spec — when only "which objects exist, and whose are they" matters.

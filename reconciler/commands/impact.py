@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from reconciler.commands import options as opt
 from reconciler.commands.common import fail, open_plan, require_dir
 from reconciler.errors import ExitCode, ReconcilerError
-from reconciler.impact import RevisionInfo, compare
-from reconciler.impact_output import ReportFormat, print_impact
-from reconciler.output import print_cluster_problems
+from reconciler.output import ReportFormat, print_cluster_problems
 from reconciler.plan import build_plan
 from reconciler.reconcile import cluster_source
+
+if TYPE_CHECKING:
+    from reconciler.impact import RevisionInfo
 
 
 def impact(
@@ -38,6 +40,10 @@ def impact(
     """
     if not base:
         fail("--base REF|DIR is required (the revision before the change, e.g. --base origin/main)")
+    # Here, not at the top: every command's start-up would otherwise pay for the data-plane model.
+    from reconciler.impact import RevisionInfo, compare
+    from reconciler.impact_output import print_impact
+
     settings = opt.make_settings(
         opt.ClusterOptions(
             kubeconfig=kubeconfig, context=context, in_cluster=in_cluster, request_timeout=request_timeout
@@ -76,6 +82,8 @@ def impact(
 @contextmanager
 def _revision(path: Path, ref: str) -> Iterator[tuple[Path, RevisionInfo]]:
     """A policy directory given as such, or the directory ``path`` at git revision ``ref``."""
+    from reconciler.impact import RevisionInfo
+
     as_dir = Path(ref)
     if as_dir.is_dir():
         yield as_dir, RevisionInfo(str(as_dir))

@@ -25,8 +25,7 @@ from typing import Annotated, Any
 import typer
 
 from reconciler.clusters.targets import split_kubeconfig
-from reconciler.impact_output import ReportFormat
-from reconciler.output import DiffFormat, OutputFormat
+from reconciler.output import DiffFormat, OutputFormat, ReportFormat
 from reconciler.settings import SETTING_NAMES, Settings, env_name
 
 DEFAULTS = Settings()

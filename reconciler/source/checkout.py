@@ -267,19 +267,26 @@ def _sync(
     depth_args = [f"--depth={depth}"] if depth is not None else (["--unshallow"] if shallow else [])
 
     if revision is None:
-        if branch is None:
-            branch = _default_branch(runner, safe_url)
+        branch, tip = _remote_tip(runner, safe_url, branch)
         spec = f"+refs/heads/{branch}:refs/remotes/origin/{branch}"
-        runner.run(
-            "fetch",
-            "-q",
-            "--no-tags",
-            *depth_args,
-            "origin",
-            spec,
-            what=f"fetching branch {branch!r} from {safe_url}",
-        )
-        target = runner.out("rev-parse", "--verify", f"refs/remotes/origin/{branch}^{{commit}}")
+        tracking = f"refs/remotes/origin/{branch}^{{commit}}"
+        have = runner.run("rev-parse", "--verify", "-q", tracking, check=False)
+        if tip is not None and have.ok and have.stdout.strip() == tip and not (depth is None and shallow):
+            # Nothing new upstream (Flux's "skip the clone when the revision is unchanged"): no
+            # fetch, and the history deepened earlier stays, so the policy commit is found at once.
+            log.debug("branch %s of %s is still at %s: nothing to fetch", branch, safe_url, tip[:12])
+            target = tip
+        else:
+            runner.run(
+                "fetch",
+                "-q",
+                "--no-tags",
+                *depth_args,
+                "origin",
+                spec,
+                what=f"fetching branch {branch!r} from {safe_url}",
+            )
+            target = runner.out("rev-parse", "--verify", tracking)
         runner.run("checkout", "-q", "-f", "-B", branch, target)
         deepen_spec = spec
     else:
@@ -288,19 +295,34 @@ def _sync(
     runner.run("reset", "-q", "--hard", target)
     runner.run("clean", "-q", "-ffdx")
     sha = runner.out("rev-parse", "HEAD")
-    policy = find_policy_commit(runner, status_dir, deepen_spec)
+    policy = find_policy_commit(runner, status_dir, deepen_spec, head=sha)
     marker.unlink()
     return sha, (branch if revision is None else None), policy
 
 
-def _default_branch(runner: GitRunner, safe_url: str) -> str:
-    out = runner.out(
-        "ls-remote", "--symref", "origin", "HEAD", what=f"reading the default branch of {safe_url}"
-    )
+def _remote_tip(runner: GitRunner, safe_url: str, branch: str | None) -> tuple[str, str | None]:
+    """(branch, the sha it points to upstream) from one ``ls-remote``; ``branch=None``: the default
+    branch. The sha is None when the remote does not list the branch (the fetch then says why)."""
+    if branch is None:
+        out = runner.out(
+            "ls-remote", "--symref", "origin", "HEAD", what=f"reading the default branch of {safe_url}"
+        )
+        for line in out.splitlines():
+            if line.startswith("ref: refs/heads/") and line.endswith("\tHEAD"):
+                branch = line[len("ref: refs/heads/") : -len("\tHEAD")]
+        if branch is None:
+            raise SourceError(
+                f"{safe_url} has no default branch (empty repository?)", SourceErrorKind.NOT_FOUND
+            )
+        wanted = "HEAD"
+    else:
+        wanted = f"refs/heads/{branch}"
+        out = runner.out("ls-remote", "origin", wanted, what=f"reading branch {branch!r} of {safe_url}")
     for line in out.splitlines():
-        if line.startswith("ref: refs/heads/") and line.endswith("\tHEAD"):
-            return line[len("ref: refs/heads/") : -len("\tHEAD")]
-    raise SourceError(f"{safe_url} has no default branch (empty repository?)", SourceErrorKind.NOT_FOUND)
+        sha, _, ref = line.partition("\t")
+        if ref == wanted and _FULL_SHA.fullmatch(sha):
+            return branch, sha
+    return branch, None
 
 
 def _fetch_revision(
@@ -334,14 +356,15 @@ def _shallow_commits(runner: GitRunner) -> set[str]:
     return {line.strip() for line in path.read_text(encoding="ascii").splitlines() if line.strip()}
 
 
-def find_policy_commit(runner: GitRunner, status_dir: str, deepen_spec: str) -> str:
+def find_policy_commit(runner: GitRunner, status_dir: str, deepen_spec: str, head: str = "") -> str:
     """Newest commit reachable from HEAD that touched anything outside ``status_dir``.
 
     In a shallow clone the oldest fetched commit has no parent, so it looks as if it changed every
     file; when the answer is such a boundary commit we cannot trust it and deepen (bounded), then
     unshallow as the last resort, so the answer never depends on how deep the cache happens to be.
+    ``head``: HEAD's sha when the caller already has it.
     """
-    head = runner.out("rev-parse", "HEAD")
+    head = head or runner.out("rev-parse", "HEAD")
     if not status_dir:
         return head
     pathspec = ["--", ".", f":(exclude,literal){status_dir}"]

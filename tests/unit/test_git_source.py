@@ -478,6 +478,44 @@ def test_token_auth_over_http(
     assert_token_nowhere(TOKEN, under=tmp_path / "git-server")
 
 
+@pytest.mark.parametrize("branch", [None, "main"])
+def test_an_unchanged_branch_is_not_fetched_again(
+    tmp_path: Path, git_server: GitHttpServer, monkeypatch: pytest.MonkeyPatch, branch: str | None
+) -> None:
+    """A pass over an unchanged repository asks for the branch's tip (one ``ls-remote``) and fetches
+    nothing; the policy commit is still right (found in the history an earlier pass deepened)."""
+    bare = git_server.create_repo("policy", example_files())
+    policy = user_push(bare, tmp_path, {"virtual-mesh.yaml": "# changed\n"}, "policy change")
+    for i in range(3):  # status commits on top: the first fetch has to deepen to find the policy commit
+        user_push(bare, tmp_path, {"status/r.yaml": f"run: {i}\n"}, f"status {i}")
+    monkeypatch.setenv("POLICY_TOKEN", TOKEN)
+    auth = GitAuth(token_env="POLICY_TOKEN")
+    url, cache = git_server.url("policy"), tmp_path / "cache"
+
+    def uploads() -> int:
+        """Requests to git-upload-pack: a fetch makes two or more, listing the refs (protocol v2) one."""
+        return git_server.requests.count(("POST", "/policy.git/git-upload-pack"))
+
+    def fetch_head() -> int:
+        """Every ``git fetch`` rewrites FETCH_HEAD, even one that brings nothing."""
+        return (cache / ".git" / "FETCH_HEAD").stat().st_mtime_ns
+
+    first = fetch(url, cache, branch=branch, auth=auth)
+    assert (first.sha, first.policy_commit) == (head(bare), policy)
+    assert uploads() >= 2  # the fetch, then at least one deepening
+    before, fetched = uploads(), fetch_head()
+    again = fetch(url, cache, branch=branch, auth=auth)
+    assert (again.sha, again.policy_commit, again.branch) == (first.sha, policy, "main")
+    assert uploads() - before <= 1 and fetch_head() == fetched  # the tip was read, nothing fetched
+    assert run_git("status", "--porcelain", cwd=cache) == ""
+
+    newer = user_push(bare, tmp_path, {"virtual-mesh.yaml": "# newer\n"}, "another policy change")
+    third = fetch(url, cache, branch=branch, auth=auth)
+    assert third.sha == third.policy_commit == newer
+    assert fetch_head() != fetched
+    assert "# newer" in (cache / "virtual-mesh.yaml").read_text()
+
+
 def test_wrong_or_missing_token_is_refused_and_never_leaked(
     tmp_path: Path,
     git_server: GitHttpServer,
