@@ -51,6 +51,9 @@ class Plan:
     translation: Translation
     discovery: Discovery | None
     config_findings: list[Finding] = field(default_factory=list)
+    build_key: str = ""
+    """The build's identity when it went through a build cache (equal keys: the same policies and
+    translation, see :mod:`reconciler.buildcache`); empty otherwise."""
 
     @property
     def findings(self) -> list[Finding]:
@@ -150,16 +153,21 @@ def build_plan(
     repo, config_findings = load_repo_config(root)
     inventory, discovery = load_inventory(source, repo, connection, cached)
     try:
-        build = _build(root, repo, inventory, build_cache)
+        build, key = _build(root, repo, inventory, build_cache)
     except BaseException:
         if discovery is not None and connection is None:
             discovery.close()  # clients this function opened; a caller's connection is the caller's
         raise
-    return Plan(root, repo, build.policies, inventory, build.translation, discovery, config_findings)
+    return Plan(
+        root, repo, build.policies, inventory, build.translation, discovery, config_findings, key.decode()
+    )
 
 
-def _build(root: Path, repo: RepoConfig, inventory: Inventory, cache: BuildCache | None) -> Build:
-    """Load, check and translate — or reuse the last build when nothing it reads has changed."""
+def _build(
+    root: Path, repo: RepoConfig, inventory: Inventory, cache: BuildCache | None
+) -> tuple[Build, bytes]:
+    """Load, check and translate — or reuse the last build when nothing it reads has changed.
+    Returns the build and its cache key (empty without a cache)."""
     if cache is not None and not cache.serves(root / repo.status.path):
         cache = None  # the loader reads a directory the cache's key does not cover
     key = cache.key(root, inventory) if cache is not None else b""
@@ -169,7 +177,7 @@ def _build(root: Path, repo: RepoConfig, inventory: Inventory, cache: BuildCache
             log.info(
                 "build reused: policies (%s) and discovered state unchanged since the last pass", cache.source
             )
-            return hit
+            return hit, key
     policies = load_and_check(root, status_path=repo.status.path)
     translation = translate(
         policies, inventory, configured_clusters=inventory.clusters, tenancy=repo.namespace_boundaries()
@@ -177,4 +185,4 @@ def _build(root: Path, repo: RepoConfig, inventory: Inventory, cache: BuildCache
     build = Build(policies, translation)
     if cache is not None:
         cache.put(key, build)
-    return build
+    return build, key

@@ -39,6 +39,7 @@ from reconciler.status import (
     build_status,
     read_status_dir,
     status_commit_message,
+    status_fingerprint,
     status_summary,
     write_status_dir,
 )
@@ -433,8 +434,14 @@ def _reconcile(
     status_root_rel = effective.status_path
     private = checkout.private_dir
     memo = RenderMemo.load(private / "status-render.json" if private is not None else None)
-    previous = read_status_dir(root, status_root_rel, memo)
     commit = checkout.policy_commit
+    fingerprint = (
+        status_fingerprint(plan.build_key, result.changes, plan.inventory, commit, effective.dry_run)
+        if plan.build_key and shard is None
+        else ""
+    )
+    replayed = memo.replay(fingerprint, root, status_root_rel)
+    previous = read_status_dir(root, status_root_rel, memo) if replayed is None else replayed
 
     def sharded_docs(base: Path) -> dict[ObjectKey, dict[str, Any]]:
         merged = merge_results(
@@ -449,7 +456,10 @@ def _reconcile(
             plan.policies, plan.translation, merged, None, commit, previous, dry_run=effective.dry_run
         )
 
-    if shard is None:
+    if replayed is not None:
+        docs = replayed  # the same inputs as the pass that wrote them: the same documents
+        log.debug("status reports unchanged since the last pass (same inputs): not rebuilt")
+    elif shard is None:
         docs = build_status(
             plan.policies,
             plan.translation,
@@ -475,7 +485,7 @@ def _reconcile(
     def regenerate(worktree: Path) -> bool:
         base = worktree / settings.path
         if shard is None:  # the whole fleet: no shard's records are needed (nor kept)
-            changed = write_status_dir(base, status_root_rel, docs, commit, memo)
+            changed = write_status_dir(base, status_root_rel, docs, commit, memo, fingerprint)
             return remove_cluster_results(base, status_root_rel) or changed
         # Sharded: the reports are rebuilt from every cluster's record — this shard's fresh ones and
         # the others' as they are in this worktree (after a lost push race: the winner's commit).

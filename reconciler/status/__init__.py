@@ -5,7 +5,14 @@ No git here: :mod:`reconciler.source` commits whatever :func:`write_status_dir` 
 
 from __future__ import annotations
 
-from reconciler.status.build import State, StatusDoc, build_status, status_commit_message, status_summary
+from reconciler.status.build import (
+    State,
+    StatusDoc,
+    build_status,
+    status_commit_message,
+    status_fingerprint,
+    status_summary,
+)
 from reconciler.status.files import (
     RenderMemo,
     read_status_dir,
@@ -23,6 +30,7 @@ __all__ = [
     "render_readme",
     "status_commit_message",
     "status_file",
+    "status_fingerprint",
     "status_summary",
     "write_status_dir",
 ]

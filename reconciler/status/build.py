@@ -19,6 +19,9 @@ State rules, in order:
 from __future__ import annotations
 
 import enum
+import hashlib
+import io
+import pickle
 from collections.abc import Mapping
 from typing import Any
 
@@ -399,6 +402,44 @@ def build_status(
             analysis=analysis,
         )
     return out
+
+
+def status_fingerprint(
+    build_key: str, changes: ChangeSet, inventory: Inventory, commit: str, dry_run: bool = False
+) -> str:
+    """Digest of everything :func:`build_status` reads but the previous reports: equal fingerprints
+    give equal documents, so a pass whose fingerprint matches the one that wrote the (untouched)
+    reports has nothing to build, render or write (:meth:`reconciler.status.files.RenderMemo.replay`).
+
+    ``build_key`` names the policies and the translation (:attr:`reconciler.plan.Plan.build_key`);
+    the rest is the change set (every field but the rendered diff, which no report shows), the
+    clusters' errors, istiod's analysis messages on our objects, the commit and the dry-run flag.
+    The previous reports are not hashed: they are the reports that fingerprint produced, which
+    :func:`build_status` leaves as they are (the same inputs give the same documents).
+    """
+    clusters = [
+        (
+            name,
+            result.error,
+            result.notes,
+            [
+                (
+                    (c.cluster, c.kind, c.namespace, c.name, c.action.value, c.sources),
+                    (c.changed_paths, c.message, c.previous_managers, c.written),
+                )
+                for c in result.changes
+            ],
+        )
+        for name, result in sorted(changes.clusters.items())
+    ]
+    errors = sorted((name, state.error or "") for name, state in inventory.clusters.items())
+    analysis = sorted(_analysis(inventory).items())
+    parts = (build_key, commit, bool(dry_run or changes.dry_run), clusters, errors, analysis)
+    out = io.BytesIO()
+    pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.fast = True  # no memo: equal values give equal bytes, shared or not
+    pickler.dump(parts)
+    return hashlib.sha256(out.getbuffer()).hexdigest()
 
 
 def _analysis(inventory: Inventory | None) -> dict[tuple[str, str, str, str], list[ControlPlaneMessage]]:

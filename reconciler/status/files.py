@@ -139,15 +139,52 @@ def render_doc(doc: StatusDoc) -> str:
     return HEADER + to_yaml(doc)
 
 
-def _report_files(status_root: Path) -> list[Path]:
-    """Existing ``Kind/namespace/name.yaml`` files (the only files we own besides README.md)."""
-    if not status_root.is_dir():
+def _scan_reports(status_root: Path) -> dict[str, tuple[int, int] | None]:
+    """Existing ``Kind/namespace/name.yaml`` files (the only files we own besides README.md), by
+    path relative to ``status_root``, with the size and mtime of each (None: not a regular file).
+
+    ``os.scandir`` rather than ``Path.glob``: a no-op pass lists ~1,500 reports twice, and the
+    directory entries already carry what :class:`RenderMemo` compares.
+    """
+    out: dict[str, tuple[int, int] | None] = {}
+    for kind in _subdirs(status_root):
+        for namespace in _subdirs(kind.path):
+            try:
+                entries = list(os.scandir(namespace.path))
+            except OSError:
+                continue
+            for entry in entries:
+                name = entry.name
+                if name.startswith(".") or not name.endswith((".yaml", ".yml")):
+                    continue
+                try:
+                    if not entry.is_file():
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                rel = f"{kind.name}/{namespace.name}/{name}"
+                out[rel] = (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+    return out
+
+
+def _subdirs(path: Path | str) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as it:
+            return [e for e in it if _is_dir(e)]
+    except OSError:
         return []
-    out = []
-    for path in status_root.glob("*/*/*"):
-        if path.suffix in (".yaml", ".yml") and path.is_file() and not path.name.startswith("."):
-            out.append(path)
-    return sorted(out)
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _report_files(status_root: Path) -> list[Path]:
+    return sorted(status_root / rel for rel in _scan_reports(status_root))
 
 
 def read_status_dir(
@@ -281,11 +318,17 @@ class RenderMemo:
     the repository (the cache clone's git directory, :attr:`Checkout.private_dir`); unreadable,
     foreign or from another renderer (the canary renders differently) means empty, which costs
     only the work it would have saved.
+
+    It also keeps the :func:`reconciler.status.build.status_fingerprint` of the pass that wrote the
+    reports: a pass with the same fingerprint, finding every report as it was left, takes the
+    documents from here (:meth:`replay`) and has nothing to build, render or compare.
     """
 
     path: Path | None = None
     files: dict[str, list[Any]] = field(default_factory=dict)
     """relative path -> [document as canonical JSON, text, size, mtime_ns]"""
+    fingerprint: str = ""
+    """Fingerprint of the inputs the reports in :attr:`files` were built from ("" : unknown)."""
 
     @classmethod
     def load(cls, path: Path | None) -> RenderMemo:
@@ -302,6 +345,8 @@ class RenderMemo:
             and data.get("canary") == render_doc(_CANARY)
             and isinstance(data.get("files"), dict)
         ):
+            fingerprint = data.get("fingerprint")
+            memo.fingerprint = fingerprint if isinstance(fingerprint, str) else ""
             memo.files = {
                 rel: entry
                 for rel, entry in data["files"].items()
@@ -320,14 +365,51 @@ class RenderMemo:
         doc = json.loads(entry[0])  # a fresh copy: callers own what they read
         return doc if isinstance(doc, dict) else None
 
-    def save(self, files: dict[str, list[Any]]) -> None:
-        """Replace the memo with ``files`` (the reports of this pass); best effort, never fatal."""
-        if files == self.files:
+    def as_left(self, status_root: Path) -> bool:
+        """Is the status directory exactly as the last pass left it (the same report files, each
+        with the size and mtime recorded)? Never true for an empty memo."""
+        if not self.files:
+            return False
+        found = _scan_reports(status_root)
+        if len(found) != len(self.files):
+            return False
+        for rel, stat_of in found.items():
+            entry = self.files.get(rel)
+            if entry is None or stat_of != (entry[2], entry[3]):
+                return False
+        return True
+
+    def replay(self, fingerprint: str, root: Path, status_path: str) -> dict[ObjectKey, StatusDoc] | None:
+        """The last pass's documents, if it had this very ``fingerprint`` and left every report
+        untouched since; else None (build them)."""
+        if not fingerprint or fingerprint != self.fingerprint:
+            return None
+        status_root = _status_root(root, status_path)
+        if not self.as_left(status_root):
+            return None
+        out: dict[ObjectKey, StatusDoc] = {}
+        for rel, entry in self.files.items():
+            doc = json.loads(entry[0])
+            key = _key_of(status_root / rel, status_root, doc) if isinstance(doc, dict) else None
+            if key is None:
+                return None
+            out[key] = doc
+        return out
+
+    def save(self, files: dict[str, list[Any]], fingerprint: str = "") -> None:
+        """Replace the memo with ``files`` (the reports of this pass) and the fingerprint they were
+        built from; best effort, never fatal."""
+        if files == self.files and fingerprint == self.fingerprint:
             return
-        self.files = files
+        self.files, self.fingerprint = files, fingerprint
         if self.path is None:
             return
-        data = {"version": RENDER_MEMO_VERSION, "canary": render_doc(_CANARY), "files": files}
+        data = {
+            "version": RENDER_MEMO_VERSION,
+            "canary": render_doc(_CANARY),
+            "fingerprint": fingerprint,
+            "files": files,
+        }
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.path.parent)
@@ -355,13 +437,19 @@ def write_status_dir(
     docs: Mapping[ObjectKey, StatusDoc],
     commit: str,
     memo: RenderMemo | None = None,
+    fingerprint: str = "",
 ) -> bool:
     """Make the status directory match ``docs``; True iff any file was written or removed.
 
     ``memo`` (kept between passes, see :class:`RenderMemo`): reports that did not change are
-    neither rendered nor re-read; it is updated to what this call left on disk.
+    neither rendered nor re-read; it is updated to what this call left on disk. ``fingerprint``
+    (:func:`reconciler.status.build.status_fingerprint`) of the inputs ``docs`` were built from:
+    when the memo's reports came from the same inputs and are untouched, there is nothing to do.
     """
     status_root = _status_root(root, status_path)
+    if memo is not None and fingerprint and fingerprint == memo.fingerprint and memo.as_left(status_root):
+        # The same inputs make the same documents, and every report is as that pass wrote it.
+        return _write_if_changed(status_root / README, render_readme(docs, commit))
     changed = False
     wanted = {status_root / status_file(key): doc for key, doc in docs.items()}
     for path in _report_files(status_root):
@@ -392,5 +480,5 @@ def write_status_dir(
             files[rel] = [canonical, text, *found]
     changed |= _write_if_changed(status_root / README, render_readme(docs, commit))
     if memo is not None:
-        memo.save(files)
+        memo.save(files, fingerprint)
     return changed

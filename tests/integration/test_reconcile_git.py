@@ -146,6 +146,27 @@ def test_the_build_is_reused_only_while_nothing_it_read_changed(
     assert payload["summary"] == {"unchanged": 5} and reused
 
 
+def test_a_status_report_edited_in_git_is_restored_by_the_next_pass(
+    fresh: Clusters, kubeconfig: Path, remote: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Unchanged policies and clusters, but someone edited a report by hand: the pass must not take
+    the reports from its memo (they are not as it left them); it rewrites and commits the report."""
+    bare, work = remote
+    cache = tmp_path / "cache"
+    assert run(bare, kubeconfig, cache)[0] == 0
+    assert run(bare, kubeconfig, cache)[1]["statusCommit"] is None  # the memo's no-op
+    git(work, "pull", "-q", "--ff-only", "origin", "main")
+    report = work / "status" / "VirtualDestination" / "gloo-mesh" / "bookinfo-global.yaml"
+    original = report.read_text()
+    report.write_text(original.replace("state: ACCEPTED", "state: FAILED", 1))
+    git(work, "commit", "-qam", "hand edit of a status report")
+    git(work, "push", "-q", "origin", "HEAD:main")
+    code, payload = run(bare, kubeconfig, cache)
+    assert code == 0 and payload["statusCommit"], payload
+    git(work, "pull", "-q", "--ff-only", "origin", "main")
+    assert report.read_text() == original
+
+
 def test_invalid_policy_reported_in_git_and_exit_1(
     fresh: Clusters, kubeconfig: Path, remote: tuple[Path, Path], tmp_path: Path
 ) -> None:

@@ -19,6 +19,7 @@ from reconciler.status import (
     render_readme,
     status_commit_message,
     status_file,
+    status_fingerprint,
     status_summary,
     write_status_dir,
 )
@@ -576,3 +577,60 @@ def test_istiod_analysis_of_an_object_rewritten_in_this_pass_waits_for_the_next(
     assert entry["state"] == "ACCEPTED" and "controlPlane" not in entry
     entry = status(build_status(ps, tr, applied(tr), inv, COMMIT, {}, False), TP)["clusters"]["mgmt-cluster"]
     assert entry["state"] == "FAILED" and entry["controlPlane"][0]["code"] == "IST0101"
+
+
+# --- fingerprint: what a replay of the last pass's reports is keyed by -----------------------------
+
+
+def test_the_fingerprint_names_every_input_of_the_reports(tmp_path: Path) -> None:
+    """Each input build_status reads changes the fingerprint; equal inputs (distinct objects) don't."""
+    _, inv, tr = plan(copy_example(tmp_path))
+    base = status_fingerprint("build-1", applied(tr), inv, COMMIT)
+    assert base == status_fingerprint("build-1", applied(tr), read_snapshot(STATE), COMMIT)
+    variants = {
+        "build": status_fingerprint("build-2", applied(tr), inv, COMMIT),
+        "commit": status_fingerprint("build-1", applied(tr), inv, "f" * 40),
+        "dry run": status_fingerprint("build-1", applied(tr), inv, COMMIT, dry_run=True),
+        "an action": status_fingerprint(
+            "build-1", applied(tr, overrides={"mgmt-cluster/DestinationRule": Action.FAILED}), inv, COMMIT
+        ),
+    }
+    # A dry run said by the flag or by the change set is the same input (build_status reads either).
+    assert status_fingerprint("build-1", applied(tr, dry_run=True), inv, COMMIT) == variants["dry run"]
+    failed = applied(tr)
+    failed.clusters["mgmt-cluster"].changes[0].message = "rejected by the API server"
+    variants["a message"] = status_fingerprint("build-1", failed, inv, COMMIT)
+    gone = applied(tr)
+    gone.clusters["remote-cluster"].error = "connection refused"
+    variants["a cluster error"] = status_fingerprint("build-1", gone, inv, COMMIT)
+    _with_analysis(inv, tr, "VirtualService", [{"type": {"code": "IST0101"}, "level": "ERROR"}])
+    variants["istiod analysis"] = status_fingerprint("build-1", applied(tr), inv, COMMIT)
+    assert base not in variants.values()
+    assert len(set(variants.values())) == len(variants)
+
+
+@pytest.mark.parametrize("scenario", ["accepted", "failed", "unreachable", "dry run", "spec change"])
+def test_the_same_inputs_give_the_same_reports(tmp_path: Path, scenario: str) -> None:
+    """What a replay relies on: reports built again from the reports they produced are unchanged
+    (including the pass after a generation bump)."""
+    repo = copy_example(tmp_path)
+    ps, inv, tr = plan(repo)
+    changes = applied(tr, dry_run=scenario == "dry run")
+    if scenario == "failed":
+        changes = applied(tr, overrides={"remote-cluster/DestinationRule": Action.FAILED})
+    if scenario == "unreachable":
+        changes.clusters["remote-cluster"].error = "connection refused"
+    previous = build_status(ps, tr, changes, inv, COMMIT, {}, False)
+    if scenario == "spec change":
+        text = (repo / "bookinfo-global.yaml").read_text()
+        (repo / "bookinfo-global.yaml").write_text(
+            text.replace("baseEjectionTime: 120s", "baseEjectionTime: 60s")
+        )
+        ps, inv, tr = plan(repo)
+        changes = applied(tr)
+    first = build_status(ps, tr, changes, inv, COMMIT, previous, False)
+    write_status_dir(repo, "status", first, COMMIT)
+    again = build_status(ps, tr, changes, inv, COMMIT, read_status_dir(repo, "status"), False)
+    assert again == first
+    if scenario == "spec change":
+        assert status(first, VD)["observedGeneration"] == 2

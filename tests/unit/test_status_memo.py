@@ -161,3 +161,67 @@ def test_removed_policy_leaves_the_memo(tmp_path: Path) -> None:
         "VirtualDestination/gloo-mesh/svc-0.yaml",
         "VirtualDestination/gloo-mesh/svc-1.yaml",
     ]
+
+
+# --- replay: a pass with the inputs of the one that wrote the reports --------------------------------
+
+
+def test_the_same_fingerprint_replays_the_documents_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = _docs(6)
+    memo_path, repo = tmp_path / "memo.json", tmp_path / "repo"
+    write_status_dir(repo, "status", docs, COMMIT, RenderMemo.load(memo_path), fingerprint="inputs-1")
+    before = _tree(repo)
+    memo = RenderMemo.load(memo_path)
+    assert memo.fingerprint == "inputs-1"
+    assert memo.replay("inputs-2", repo, "status") is None
+    assert memo.replay("", repo, "status") is None
+
+    renders, dumps = Counted(monkeypatch, "render_doc"), Counted(monkeypatch, "_canonical")
+    replayed = memo.replay("inputs-1", repo, "status")
+    assert replayed == docs == read_status_dir(repo, "status")
+    assert write_status_dir(repo, "status", docs, COMMIT, memo, fingerprint="inputs-1") is False
+    assert (renders.calls, dumps.calls) == (0, 0)
+    assert _tree(repo) == before
+
+
+def test_a_changed_fingerprint_is_written_as_usual_and_recorded(tmp_path: Path) -> None:
+    memo_path, repo = tmp_path / "memo.json", tmp_path / "repo"
+    write_status_dir(repo, "status", _docs(3), COMMIT, RenderMemo.load(memo_path), fingerprint="inputs-1")
+    changed = _docs(3, state="FAILED")
+    memo = RenderMemo.load(memo_path)
+    assert write_status_dir(repo, "status", changed, COMMIT, memo, fingerprint="inputs-2") is True
+    assert RenderMemo.load(memo_path).fingerprint == "inputs-2"
+    assert RenderMemo.load(memo_path).replay("inputs-2", repo, "status") == changed
+    write_status_dir(tmp_path / "plain", "status", changed, COMMIT)
+    assert _tree(repo) == _tree(tmp_path / "plain")
+    # Written without a fingerprint (a sharded pass, no build cache): nothing may be replayed later.
+    write_status_dir(repo, "status", changed, COMMIT, RenderMemo.load(memo_path))
+    assert RenderMemo.load(memo_path).replay("inputs-2", repo, "status") is None
+
+
+@pytest.mark.parametrize("touch", ["edit", "remove", "add"])
+def test_a_report_touched_behind_our_back_is_never_replayed(tmp_path: Path, touch: str) -> None:
+    """Same inputs, but the directory is not as that pass left it (a user's commit, a reset after
+    a lost push race): the documents are built and the files rewritten, exactly as without a memo."""
+    docs = _docs(3)
+    memo_path, repo = tmp_path / "memo.json", tmp_path / "repo"
+    write_status_dir(repo, "status", docs, COMMIT, RenderMemo.load(memo_path), fingerprint="inputs-1")
+    reports = repo / "status" / "VirtualDestination" / "gloo-mesh"
+    if touch == "edit":
+        path = reports / "svc-1.yaml"
+        text = path.read_text().replace("ACCEPTED", "ACCEPTEX")  # same size: only the mtime tells
+        path.write_text(text)
+        st = path.stat()
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    elif touch == "remove":
+        (reports / "svc-2.yaml").unlink()
+    else:
+        (reports / "svc-9.yaml").write_text((reports / "svc-0.yaml").read_text().replace("svc-0", "svc-9"))
+    memo = RenderMemo.load(memo_path)
+    assert memo.replay("inputs-1", repo, "status") is None
+    assert write_status_dir(repo, "status", docs, COMMIT, memo, fingerprint="inputs-1") is True
+    write_status_dir(tmp_path / "plain", "status", docs, COMMIT)
+    assert _tree(repo) == _tree(tmp_path / "plain")
+    assert RenderMemo.load(memo_path).replay("inputs-1", repo, "status") == docs
