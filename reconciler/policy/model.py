@@ -42,6 +42,9 @@ class Strict(BaseModel):
         populate_by_name=True,
         frozen=True,
         str_strip_whitespace=False,
+        # Validators are built on first validation, not at import: a pass that reuses its build
+        # (reconciler.buildcache) only unpickles models, and start-up is paid by every CronJob run.
+        defer_build=True,
     )
 
 
@@ -70,7 +73,7 @@ class ObjectMeta(BaseModel):
     as is) and ignored; anything else is a typo and rejected.
     """
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, defer_build=True)
 
     name: str
     namespace: str = "default"
@@ -504,7 +507,7 @@ class VirtualMeshSpec(Strict):
 class PolicyObject(BaseModel):
     """Common envelope: apiVersion, kind, metadata, spec; ``status`` is accepted and ignored."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, defer_build=True)
 
     API_VERSIONS: ClassVar[tuple[str, ...]] = ()
     KIND: ClassVar[str] = ""
@@ -571,7 +574,7 @@ class EffectiveOutlierDetection(BaseModel):
     service with fewer than ten endpoints never fails over; see solo-io/gloo-mesh#948).
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     consecutive_5xx_errors: int = 5
     consecutive_gateway_errors: int | None = None
