@@ -131,6 +131,9 @@ def _commit_loop(
         )
         if result.ok:
             log.info("pushed status commit %s to %s", sha[:12], target)
+            # The remote branch is at our commit now: record it, so the next fetch of an unchanged
+            # branch finds it up to date instead of fetching our own commit back.
+            runner.run("update-ref", remote_ref, sha)
             return sha
         if not _rejected_because_moved(result):
             raise classify(result, f"pushing status to branch {target!r}")

@@ -509,6 +509,13 @@ def test_an_unchanged_branch_is_not_fetched_again(
     assert uploads() - before <= 1 and fetch_head() == fetched  # the tip was read, nothing fetched
     assert run_git("status", "--porcelain", cwd=cache) == ""
 
+    # Our own status commit, pushed: the next pass knows the branch is there, and fetches nothing.
+    ours = commit_status(again, "status", message="status: test", regenerate=writer("ok: true\n"), **AUTHOR)
+    assert ours == head(bare)
+    after_ours = fetch(url, cache, branch=branch, auth=auth)
+    assert (after_ours.sha, after_ours.policy_commit) == (ours, policy)
+    assert fetch_head() == fetched
+
     newer = user_push(bare, tmp_path, {"virtual-mesh.yaml": "# newer\n"}, "another policy change")
     third = fetch(url, cache, branch=branch, auth=auth)
     assert third.sha == third.policy_commit == newer
