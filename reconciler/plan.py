@@ -40,6 +40,10 @@ class ClusterSource:
     in_cluster: bool = False
     request_timeout: float = 10.0
     cluster_timeout: float = 60.0
+    keep_raw: bool = False
+    """Keep every listed object as the server returned it (:attr:`Discovery.raw`), for a snapshot
+    export or a second plan over the same state. Off, the inputs (nodes, services, endpoints) are
+    freed once the inventory is built: ~30 MB of a no-op pass's peak at 1,000 services."""
 
 
 @dataclass
@@ -133,6 +137,7 @@ def load_inventory(
         cluster_timeout=source.cluster_timeout,
         connected=(connection.clients, connection.errors),
         cached=cached,
+        keep_raw=source.keep_raw,
     )
     return found.inventory, found
 

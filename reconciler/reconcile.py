@@ -60,13 +60,16 @@ log = logging.getLogger("reconciler")
 # settings -> stage options (the only place)
 
 
-def cluster_source(effective: Settings, state: Path | None = None) -> ClusterSource:
+def cluster_source(effective: Settings, state: Path | None = None, keep_raw: bool = False) -> ClusterSource:
+    """Where live state comes from; the listed objects are kept as listed when the status snapshot
+    exports them (or ``keep_raw``: e.g. ``impact`` plans its base from the head's)."""
     return ClusterSource(
         state=state,
         kubeconfigs=list(effective.kubeconfig),
         contexts=list(effective.context),
         in_cluster=effective.in_cluster,
         request_timeout=effective.request_timeout,
+        keep_raw=keep_raw or bool(effective.status_snapshot),
     )
 
 

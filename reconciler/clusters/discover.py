@@ -83,11 +83,13 @@ def discover(
     workers: int = 8,
     connected: tuple[dict[str, KubeClient], dict[str, str]] | None = None,
     cached: Mapping[str, list[dict[str, Any]] | None] | None = None,
+    keep_raw: bool = True,
 ) -> Discovery:
     """LIST every cluster; ``connected`` reuses clients opened earlier (e.g. to take the run Lease).
 
     ``cached``: objects per cluster from synced watch caches (``WatchCaches.snapshot``); those
     clusters are not LISTed. A cluster mapped to None (cache not synced) is LISTed as usual.
+    ``keep_raw``: keep every listed object in :attr:`Discovery.raw` (snapshots, a second plan).
     """
     clients, errors = connected if connected is not None else connect(targets, timeout)
     result = Discovery(Inventory(), clients=clients)
@@ -122,7 +124,8 @@ def discover(
                     name=target.name, context=target.context, error=error
                 )
                 continue
-            result.raw[target.name] = objects
+            if keep_raw:
+                result.raw[target.name] = objects
             result.inventory.clusters[target.name] = build_cluster_state(
                 target.name, objects, context=target.context
             )

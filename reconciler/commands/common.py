@@ -30,9 +30,11 @@ def require_dir(path: Path) -> None:
 
 
 @contextmanager
-def open_plan(path: Path, settings: Settings, state: Path | None) -> Iterator[tuple[Plan, Settings]]:
+def open_plan(
+    path: Path, settings: Settings, state: Path | None, keep_raw: bool = False
+) -> Iterator[tuple[Plan, Settings]]:
     """The plan of the policy directory ``path`` (closed when the block ends), with ``settings``
-    resolved against its reconciler.yaml.
+    resolved against its reconciler.yaml (``keep_raw``: see :attr:`ClusterSource.keep_raw`).
 
     An expected error — a :class:`ReconcilerError` (bad context, snapshot, VirtualDestination, ...)
     or an ``OSError``, while planning or in the block — is one line on stderr and exit 2.
@@ -41,7 +43,7 @@ def open_plan(path: Path, settings: Settings, state: Path | None) -> Iterator[tu
     try:
         repo, _ = load_repo_config(path)  # its findings are the plan's too
         effective = settings.resolved(repo)
-        with build_plan(path, cluster_source(effective, state)) as plan:
+        with build_plan(path, cluster_source(effective, state, keep_raw)) as plan:
             yield plan, effective
     except (ReconcilerError, OSError) as exc:
         fail(str(exc))

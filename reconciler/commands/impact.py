@@ -56,7 +56,7 @@ def impact(
             head_dir, head_info = path, RevisionInfo(f"{path} (working tree)")
         else:
             head_dir, head_info = stack.enter_context(_revision(path, head))
-        head_plan, effective = stack.enter_context(open_plan(head_dir, settings, state))
+        head_plan, effective = stack.enter_context(open_plan(head_dir, settings, state, keep_raw=True))
         print_cluster_problems(head_plan.inventory)
         # The base is planned against the very same live state: the snapshot again, or the objects
         # discovery just listed for the head (no second LIST).

@@ -277,7 +277,7 @@ def _write_if_changed(path: Path, text: str) -> bool:
     return True
 
 
-RENDER_MEMO_VERSION = 1
+RENDER_MEMO_VERSION = 2
 """Bump when what a memo entry means changes (its layout, or what the digest covers)."""
 
 _CANARY: StatusDoc = {
@@ -310,8 +310,9 @@ def _canonical(doc: StatusDoc) -> str | None:
 class RenderMemo:
     """What the last pass wrote into the status directory, so an unchanged report costs one lstat.
 
-    Per report file: its document (canonical JSON), its text, and the file's size and mtime after
-    we wrote or compared it. Why: at 1,000 services a no-op pass spent most of its CPU
+    Per report file: its document (canonical JSON) and the file's size and mtime after we wrote or
+    compared it (not its text: a report rewritten from an unchanged document, after git touched
+    the file, is rendered again, which is rare and halves what every pass loads). Why: at 1,000 services a no-op pass spent most of its CPU
     parsing ~1,500 reports (for their generations), rendering them again and comparing. A file
     with the size and mtime we left it with (git's own index trick) is not parsed: its document is
     the memo's; a document equal to the one we rendered before is not rendered again. Kept outside
@@ -326,7 +327,7 @@ class RenderMemo:
 
     path: Path | None = None
     files: dict[str, list[Any]] = field(default_factory=dict)
-    """relative path -> [document as canonical JSON, text, size, mtime_ns]"""
+    """relative path -> [document as canonical JSON, size, mtime_ns]"""
     fingerprint: str = ""
     """Fingerprint of the inputs the reports in :attr:`files` were built from ("" : unknown)."""
 
@@ -350,17 +351,14 @@ class RenderMemo:
             memo.files = {
                 rel: entry
                 for rel, entry in data["files"].items()
-                if isinstance(entry, list)
-                and len(entry) == 4
-                and isinstance(entry[0], str)
-                and isinstance(entry[1], str)
+                if isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
             }
         return memo
 
     def document(self, rel: str, path: Path) -> StatusDoc | None:
         """The document of the file at ``rel`` if it is exactly as we left it, else None."""
         entry = self.files.get(rel)
-        if entry is None or _stat_of(path) != (entry[2], entry[3]):
+        if entry is None or _stat_of(path) != (entry[1], entry[2]):
             return None
         doc = json.loads(entry[0])  # a fresh copy: callers own what they read
         return doc if isinstance(doc, dict) else None
@@ -375,7 +373,7 @@ class RenderMemo:
             return False
         for rel, stat_of in found.items():
             entry = self.files.get(rel)
-            if entry is None or stat_of != (entry[2], entry[3]):
+            if entry is None or stat_of != (entry[1], entry[2]):
                 return False
         return True
 
@@ -467,17 +465,14 @@ def write_status_dir(
         doc = wanted[path]
         canonical = _canonical(doc) if memo is not None else None
         entry = memo.files.get(rel) if memo is not None else None
-        if canonical is not None and entry is not None and entry[0] == canonical:
-            text = entry[1]
-            if _stat_of(path) == (entry[2], entry[3]):
-                files[rel] = entry  # the file is as we left it, and so is its document
-                continue
-        else:
-            text = render_doc(doc)
-        changed |= _write_if_changed(path, text)
+        unchanged = canonical is not None and entry is not None and entry[0] == canonical
+        if unchanged and entry is not None and _stat_of(path) == (entry[1], entry[2]):
+            files[rel] = entry  # the file is as we left it, and so is its document
+            continue
+        changed |= _write_if_changed(path, render_doc(doc))
         found = _stat_of(path)
         if canonical is not None and found is not None:
-            files[rel] = [canonical, text, *found]
+            files[rel] = [canonical, *found]
     changed |= _write_if_changed(status_root / README, render_readme(docs, commit))
     if memo is not None:
         memo.save(files, fingerprint)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from kubeharness import Clusters
 from kubernetes.client import ApiClient
 
 from reconciler.clusters.kube import LIST_PAGE_SIZE, SERVICES, KubeClient
+from reconciler.plan import ClusterSource, build_plan
+from tests.integration.conftest import EXAMPLE
 
 pytestmark = pytest.mark.integration
 
@@ -29,3 +32,20 @@ def test_small_pages_return_every_item_in_one_request_per_page(
     assert len(set(names)) == len(names)
     assert {o["kind"] for o in pages} == {"Service"}
     assert sum(paged.requests.values()) == math.ceil(len(everything) / 2)
+
+
+@pytest.mark.parametrize("keep_raw", [False, True])
+def test_listed_objects_are_kept_only_when_asked(
+    bookinfo: Clusters, kubeconfig: Path, keep_raw: bool
+) -> None:
+    """A pass frees the listed inputs once the inventory is built; a snapshot export keeps them."""
+    source = ClusterSource(kubeconfigs=[str(kubeconfig)], contexts=["mgmt-cluster"], keep_raw=keep_raw)
+    with build_plan(EXAMPLE, source) as plan:
+        state = plan.inventory.clusters["mgmt-cluster"]
+        assert state.reachable and state.services and state.nodes
+        assert plan.discovery is not None
+        if keep_raw:
+            kinds = {o["kind"] for o in plan.discovery.raw["mgmt-cluster"]}
+            assert {"Node", "Service", "EndpointSlice"} <= kinds
+        else:
+            assert plan.discovery.raw == {}

@@ -128,11 +128,13 @@ def test_memo_from_another_renderer_or_unreadable_is_ignored(
 
     data = json.loads(memo_path.read_text())
     data["canary"] = data["canary"].replace("ACCEPTED", "accepted")  # what a changed renderer would write
-    # A poisoned entry: reused, it would put this text in the file.
+    # A poisoned entry: reused, its document would be read back instead of the file's.
     rel = "VirtualDestination/gloo-mesh/svc-0.yaml"
-    data["files"][rel][1] = "poisoned\n"
+    data["files"][rel][0] = data["files"][rel][0].replace("ACCEPTED", "poisoned")
     memo_path.write_text(json.dumps(data))
     assert RenderMemo.load(memo_path).files == {}
+    read = read_status_dir(tmp_path / "repo", "status", RenderMemo.load(memo_path))
+    assert read == docs
     (tmp_path / "repo" / "status" / rel).unlink()
     write_status_dir(tmp_path / "repo", "status", docs, COMMIT, RenderMemo.load(memo_path))
     assert "poisoned" not in (tmp_path / "repo" / "status" / rel).read_text()
