@@ -102,6 +102,8 @@ class BuildCache:
     uncovered: Path
     """The one directory whose changes ``source`` does not reflect (the status directory: our own
     status commits never change the policy commit). The cache serves only a build that skips it."""
+    label: str = ""
+    """``source`` for people (log lines), e.g. ``policy commit 0a1b2c3d4e5f``."""
     hits: int = field(default=0, init=False)
     misses: int = field(default=0, init=False)
 

@@ -180,7 +180,8 @@ def _build(
         hit = cache.get(key)
         if hit is not None:
             log.info(
-                "build reused: policies (%s) and discovered state unchanged since the last pass", cache.source
+                "build reused: %s and the discovered state are unchanged since the last pass",
+                cache.label or cache.source,
             )
             return hit, key
     policies = load_and_check(root, status_path=repo.status.path)

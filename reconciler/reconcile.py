@@ -365,7 +365,13 @@ def build_cache_for(checkout: Checkout, path: str) -> BuildCache | None:
     private = checkout.private_dir
     if private is None:
         return None
-    return BuildCache(private, f"{checkout.policy_commit}:{path}", checkout.path / checkout.status_dir)
+    return BuildCache(
+        private,
+        f"{checkout.policy_commit}:{path}",
+        checkout.path / checkout.status_dir,
+        label=f"policy commit {checkout.short_policy_commit}"
+        + (f" ({path})" if path not in ("", ".") else ""),
+    )
 
 
 def _reconcile(

@@ -70,7 +70,7 @@ def test_a_second_pass_reuses_the_build_and_gets_the_same_plan(
     with caplog.at_level(logging.INFO, logger="reconciler.plan"):
         second = fingerprint(plan_with(work, cache))
     assert (cache.hits, cache.misses) == (1, 1)
-    assert "build reused: policies (commit-a:.)" in caplog.text
+    assert "build reused: commit-a:. and the discovered state are unchanged" in caplog.text
     assert first == second == fresh
     assert sum(len(v) for v in fresh[0].values()) > 0  # there is something to compare
 
