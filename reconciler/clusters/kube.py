@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -122,6 +123,7 @@ class KubeClient:
         self.attempts = attempts
         self.max_backoff = max_backoff
         self._sleep = sleep
+        self._counting = threading.Lock()
         self.requests: Counter[tuple[str, str]] = Counter()
         """(verb, resource) -> number of requests sent, retries included."""
 
@@ -169,7 +171,8 @@ class KubeClient:
         resource: str,
         accept: str,
     ) -> dict[str, Any]:
-        self.requests[(verb, resource or path)] += 1
+        with self._counting:  # requests of one cluster may be sent from several threads
+            self.requests[(verb, resource or path)] += 1
         params = [(k, v) for k, v in (query or {}).items() if v is not None]
         method, url, headers, ser_body, _ = self.api.param_serialize(
             verb.upper(),

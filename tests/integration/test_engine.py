@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -10,12 +11,15 @@ import pytest
 from kubeharness import Clusters, kube
 from kubernetes.client import ApiClient
 
+from reconciler.clusters.inventory import MANAGED_BY_LABEL, MANAGED_BY_VALUE, SOURCES_ANNOTATION
 from reconciler.clusters.kube import ISTIO_RESOURCES
 from reconciler.engine.changeset import Action, ChangeSet
 from reconciler.engine.lease import LeaseHeld, LeaseSettings, RunLease
-from reconciler.engine.sync import SyncOptions, sync
+from reconciler.engine.sync import WRITES_IN_FLIGHT, Desired, SyncOptions, sync
+from reconciler.findings import ObjectKey
 from reconciler.plan import ClusterSource, build_plan
 from reconciler.reconcile import run_pass
+from reconciler.translate.result import DesiredObject
 from tests.integration.conftest import TWO
 
 pytestmark = pytest.mark.integration
@@ -409,3 +413,91 @@ def test_lease_held_by_another_run_and_stale_lease_taken_over(
         assert actions(result.changes) == {"created": 5}
     finally:
         plan.close()
+
+
+def _owned(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": "bookinfo",
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE},
+            "annotations": {SOURCES_ANNOTATION: "VirtualDestination/gloo-mesh/concurrent"},
+        },
+        "spec": spec,
+    }
+
+
+def test_objects_of_a_kind_are_written_together_and_routes_only_after_their_hosts(
+    fresh: Clusters, repo: Path, two_clusters: ClusterSource
+) -> None:
+    """Requests of one kind overlap (WRITES_IN_FLIGHT), kinds stay in order — every
+    VirtualService request reaches the server after every DestinationRule answered — and the change
+    set lists the objects in the desired order, whatever order the answers came in."""
+    n = 3 * WRITES_IN_FLIGHT
+    hosts = [f"concurrent-{i:02d}.example.global" for i in range(n)]
+    desired = (
+        [
+            _owned(
+                "ServiceEntry",
+                f"se-{i:02d}",
+                {
+                    "hosts": [h],
+                    "ports": [{"number": 9080, "name": "http", "protocol": "HTTP"}],
+                    "resolution": "DNS",
+                    "location": "MESH_INTERNAL",
+                    "endpoints": [{"address": "reviews.bookinfo.svc.cluster.local"}],
+                },
+            )
+            for i, h in enumerate(hosts)
+        ]
+        + [_owned("DestinationRule", f"dr-{i:02d}", {"host": h}) for i, h in enumerate(hosts)]
+        + [
+            _owned(
+                "VirtualService",
+                f"vs-{i:02d}",
+                {"hosts": [h], "http": [{"route": [{"destination": {"host": h}}]}]},
+            )
+            for i, h in enumerate(hosts[:2])
+        ]
+    )
+    source = ClusterSource(kubeconfigs=two_clusters.kubeconfigs, contexts=["mgmt-cluster"])
+    with build_plan(repo, source) as plan:
+        marks = {"mgmt-cluster": fresh["mgmt-cluster"].audit_mark()}
+        objects = [
+            DesiredObject("mgmt-cluster", body, (ObjectKey.parse("VirtualDestination/gloo-mesh/x"),))
+            for body in desired
+        ]
+        changes = sync(
+            Desired({"mgmt-cluster": objects}, plan.inventory), plan.clients, SyncOptions(apply=True)
+        )
+    listed = changes.clusters["mgmt-cluster"].changes
+    assert [(c.kind, c.name) for c in listed] == [(b["kind"], b["metadata"]["name"]) for b in desired]
+    assert {c.action for c in listed} == {Action.CREATE}
+
+    events = [
+        e
+        for e in fresh["mgmt-cluster"].audit_events(since=marks["mgmt-cluster"], user="admin")
+        if e.get("verb") == "patch"
+    ]
+    by_kind: dict[str, list[tuple[str, str]]] = {}
+    for e in events:
+        by_kind.setdefault(e["objectRef"]["resource"], []).append(
+            (e["requestReceivedTimestamp"], e["stageTimestamp"])
+        )
+    assert {k: len(v) for k, v in by_kind.items()} == {
+        "serviceentries": n,
+        "destinationrules": n,
+        "virtualservices": 2,
+    }
+    # kinds in order: each starts after the previous kind's last answer
+    assert max(done for _, done in by_kind["serviceentries"]) <= min(
+        got for got, _ in by_kind["destinationrules"]
+    )
+    assert max(done for _, done in by_kind["destinationrules"]) <= min(
+        got for got, _ in by_kind["virtualservices"]
+    )
+    # within a kind, requests overlap: one was received before another was answered
+    spans = sorted(by_kind["destinationrules"])
+    assert any(later_got < done for (_, done), (later_got, _) in itertools.pairwise(spans)), spans
