@@ -7,13 +7,14 @@ rebuild, and every input the key names (policy commit, discovered state, code) m
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from reconciler import buildcache
-from reconciler.buildcache import BuildCache, inventory_digest
+from reconciler.buildcache import BuildCache, inventory_digest, source_digest
 from reconciler.clusters.inventory import ClusterState, Endpoint, Inventory, Service
 from reconciler.locality import Locality
 from reconciler.plan import ClusterSource, Plan, build_plan
@@ -185,3 +186,16 @@ def test_the_managed_objects_are_not_part_of_the_digest() -> None:
         {"kind": "DestinationRule", "metadata": {"name": "x", "resourceVersion": "7"}}
     )
     assert inventory_digest(a) == inventory_digest(b)
+
+
+def test_the_code_digest_sees_a_change_that_keeps_size_and_mtime(tmp_path: Path) -> None:
+    """A reproducible image build gives every file one mtime; a one-character fix keeps the size."""
+    for name in ("a", "b"):
+        (tmp_path / name / "translate").mkdir(parents=True)
+        (tmp_path / name / "translate" / "failover.py").write_text(f"LIMIT = {'<' if name == 'a' else '>'}\n")
+        (tmp_path / name / "notes.txt").write_text(name)  # not code: ignored
+        for path in (tmp_path / name).rglob("*"):
+            os.utime(path, ns=(0, 0))
+    assert source_digest(tmp_path / "a") != source_digest(tmp_path / "b")
+    (tmp_path / "b" / "translate" / "failover.py").write_text("LIMIT = <\n")
+    assert source_digest(tmp_path / "a") == source_digest(tmp_path / "b")
