@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import logging
 import os
 import pickle
@@ -34,6 +33,7 @@ from functools import cache
 from pathlib import Path
 
 from reconciler.clusters.inventory import Inventory
+from reconciler.digest import value_digest
 from reconciler.policy import PolicySet
 from reconciler.translate import Translation
 
@@ -82,17 +82,12 @@ def inventory_digest(inventory: Inventory) -> str:
     state gives equal bytes. When it does not (an endpoint moved, a node was relabelled, a cluster is down), the
     build runs again, which is exactly what must happen.
     """
-    parts = [
-        (c.name, c.context, c.nodes, c.services, c.meshes, c.gateways, c.error, c.notes)
-        for _, c in sorted(inventory.clusters.items())
-    ]
-    out = io.BytesIO()
-    pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
-    # No memo: equal values give equal bytes whether or not they are the same objects (with it,
-    # a string shared in one pass and merely equal in the next would change the digest).
-    pickler.fast = True
-    pickler.dump(parts)
-    return hashlib.sha256(out.getbuffer()).hexdigest()
+    return value_digest(
+        [
+            (c.name, c.context, c.nodes, c.services, c.meshes, c.gateways, c.error, c.notes)
+            for _, c in sorted(inventory.clusters.items())
+        ]
+    )
 
 
 @dataclass

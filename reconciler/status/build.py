@@ -19,9 +19,6 @@ State rules, in order:
 from __future__ import annotations
 
 import enum
-import hashlib
-import io
-import pickle
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +28,7 @@ from reconciler.clusters.inventory import (
     Inventory,
     control_plane_messages,
 )
+from reconciler.digest import value_digest
 from reconciler.engine.changeset import Action, ChangeSet, ObjectChange
 from reconciler.findings import Finding, ObjectKey
 from reconciler.policy.loader import PolicySet
@@ -434,12 +432,7 @@ def status_fingerprint(
     ]
     errors = sorted((name, state.error or "") for name, state in inventory.clusters.items())
     analysis = sorted(_analysis(inventory).items())
-    parts = (build_key, commit, bool(dry_run or changes.dry_run), clusters, errors, analysis)
-    out = io.BytesIO()
-    pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
-    pickler.fast = True  # no memo: equal values give equal bytes, shared or not
-    pickler.dump(parts)
-    return hashlib.sha256(out.getbuffer()).hexdigest()
+    return value_digest((build_key, commit, bool(dry_run or changes.dry_run), clusters, errors, analysis))
 
 
 def _analysis(inventory: Inventory | None) -> dict[tuple[str, str, str, str], list[ControlPlaneMessage]]:

@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, ...]] = [
         "reconciler.markdown",
         "reconciler.shard",
         "reconciler.gcpause",
+        "reconciler.digest",
     ),
     ("reconciler.repo_config",),
     ("reconciler.policy", "reconciler.source"),
