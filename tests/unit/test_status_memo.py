@@ -55,6 +55,16 @@ class Counted:
         return self.real(*args, **kwargs)
 
 
+def _edit_behind_our_back(path: Path) -> None:
+    """Same size, other content (e.g. git checked out another revision): only the mtime tells."""
+    original = path.read_text()
+    edited = original.replace("ACCEPTED", "ACCEPTEX")
+    assert edited != original and len(edited) == len(original)
+    path.write_text(edited)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+
+
 def _tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -102,12 +112,7 @@ def test_a_file_edited_behind_our_back_is_parsed_and_rewritten(
     write_status_dir(repo, "status", docs, COMMIT, RenderMemo.load(memo_path))
     path = repo / "status" / "VirtualDestination" / "gloo-mesh" / "svc-1.yaml"
     original = path.read_text()
-    # Same size, other content (e.g. git checked out another revision): only the mtime tells.
-    edited = original.replace("ACCEPTED", "ACCEPTEX")
-    assert len(edited) == len(original)
-    path.write_text(edited)
-    st = path.stat()
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    _edit_behind_our_back(path)
 
     parses = Counted(monkeypatch, "load")
     memo = RenderMemo.load(memo_path)
@@ -212,11 +217,7 @@ def test_a_report_touched_behind_our_back_is_never_replayed(tmp_path: Path, touc
     write_status_dir(repo, "status", docs, COMMIT, RenderMemo.load(memo_path), fingerprint="inputs-1")
     reports = repo / "status" / "VirtualDestination" / "gloo-mesh"
     if touch == "edit":
-        path = reports / "svc-1.yaml"
-        text = path.read_text().replace("ACCEPTED", "ACCEPTEX")  # same size: only the mtime tells
-        path.write_text(text)
-        st = path.stat()
-        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+        _edit_behind_our_back(reports / "svc-1.yaml")
     elif touch == "remove":
         (reports / "svc-2.yaml").unlink()
     else:
