@@ -7,15 +7,17 @@ settings) for the same reason; this is that cache for one reconciler.
 
 The key names *everything* the build reads, so a hit can only return what a rebuild would:
 
-* the policy tree: the policy commit (never a working tree someone may edit) and where in the
-  checkout the policies are — given by the caller as ``source``;
+* the policy tree, given by the caller as ``source``: for ``reconcile``, the policy commit and
+  where in the checkout the policies are; for ``diff`` of a working tree someone may be editing,
+  :func:`tree_digest` — the bytes of every file the loader reads;
 * what translation reads from discovery: every cluster's name, context, node localities, services
   with their endpoints, meshes, gateways and reachability (never the live objects we manage, which
   only the engine compares);
 * the code that builds: this package's files (their bytes), the Python and pydantic versions.
 
-One entry is kept (the last build), in the cache clone's git directory
-(:attr:`reconciler.source.Checkout.private_dir`), next to the status render memo. Unreadable,
+One entry is kept (the last build): ``reconcile`` keeps it in the cache clone's git directory
+(:attr:`reconciler.source.Checkout.private_dir`), next to the status render memo; ``diff`` in a
+directory of its own per policy directory (:func:`reconciler.settings.Settings.build_cache_for`). Unreadable,
 foreign or stale means a miss, which costs only the rebuild. The file is a pickle, so it is only
 ever read from that private directory, which only this reconciler writes.
 """
@@ -28,13 +30,16 @@ import logging
 import os
 import pickle
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
 from reconciler.clusters.inventory import Inventory
 from reconciler.digest import value_digest
 from reconciler.policy import PolicySet
+from reconciler.policy.loader import iter_policy_files
+from reconciler.repo_config import FILENAME as REPO_CONFIG_FILENAME
 from reconciler.translate import Translation
 
 log = logging.getLogger(__name__)
@@ -75,6 +80,26 @@ def source_digest(package: Path) -> str:
     return digest.hexdigest()
 
 
+def tree_digest(root: Path, status_path: str) -> str:
+    """Identity of a policy directory as the loader reads it: every file it would read (the same
+    walk, :func:`reconciler.policy.loader.iter_policy_files`) and ``reconciler.yaml``, by relative
+    path and bytes. Content, not mtimes: an editor or a ``git checkout`` can keep both size and
+    mtime. ~35 ms for 1,500 files, a tenth of the build it can save."""
+    digest = hashlib.sha256()
+    files = [(root / REPO_CONFIG_FILENAME, None), *iter_policy_files(root, exclude=(status_path,))]
+    for path, refusal in files:
+        digest.update(f"{os.path.relpath(path, root)}\0".encode())
+        if refusal is not None:  # refused (a symlink out of the tree): its target is never read
+            digest.update(b"refused\0")
+            continue
+        try:
+            with open(path, "rb") as fh:
+                digest.update(hashlib.sha256(fh.read()).digest())
+        except OSError as exc:  # absent, unreadable: what the loader will report, keyed as such
+            digest.update(f"{type(exc).__name__}\0".encode())
+    return digest.hexdigest()
+
+
 def inventory_digest(inventory: Inventory) -> str:
     """Digest of the discovered state translation reads (every field but the managed objects).
 
@@ -96,6 +121,29 @@ class Build:
     translation: Translation
 
 
+def tree_build_cache(root: Path, status_path: str, directory: Path) -> BuildCache:
+    """The build cache of a policy directory that may change under us (``diff`` of a working tree):
+    keyed by the content of its files (:func:`tree_digest`), checked again before a build is kept."""
+
+    def source() -> str:
+        return f"tree:{tree_digest(root, status_path)}"
+
+    return BuildCache(
+        directory, source(), root / status_path, label=f"the policy files under {root}", recheck=source
+    )
+
+
+def _without_positions(build: Build) -> Build:
+    """``build`` without the policies' field positions: only checks and translation read them, to
+    locate the findings they make, and a reused build's findings are already made. They were a
+    quarter of the file and of the time to load it (1,500 policies: 1.4 MB, 18 ms)."""
+    policies = build.policies
+    return Build(
+        replace(policies, policies=[replace(p, positions={}) for p in policies.policies]),
+        build.translation,
+    )
+
+
 @dataclass
 class BuildCache:
     """The last build of one checkout, keyed by everything it read (see the module docstring)."""
@@ -108,6 +156,10 @@ class BuildCache:
     status commits never change the policy commit). The cache serves only a build that skips it."""
     label: str = ""
     """``source`` for people (log lines), e.g. ``policy commit 0a1b2c3d4e5f``."""
+    recheck: Callable[[], str] | None = None
+    """For a source that can change under us (a working tree): ``source`` computed again. A build
+    is kept only when it still matches after the build, so a file edited while the loader read the
+    tree never lands under the digest of its older content."""
     hits: int = field(default=0, init=False)
     misses: int = field(default=0, init=False)
 
@@ -147,12 +199,15 @@ class BuildCache:
 
     def put(self, key: bytes, build: Build) -> None:
         """Keep ``build`` as the last one (atomically: a reader sees the old file or the new one)."""
+        if self.recheck is not None and self.recheck() != self.source:
+            log.info("build cache: the policy files changed while they were read; not kept")
+            return
         tmp = self.path.with_name(f".{FILE_NAME}.{os.getpid()}")
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             with tmp.open("wb") as fh:
                 fh.write(FORMAT + key + b"\n")
-                pickle.dump(build, fh, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump(_without_positions(build), fh, protocol=pickle.HIGHEST_PROTOCOL)
             os.replace(tmp, self.path)
         except Exception as exc:  # a cache that cannot be written only costs time
             log.warning("build cache %s not written (%s)", self.path, exc)

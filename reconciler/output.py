@@ -7,12 +7,12 @@ or stderr (besides logging). Errors are one line, ``error: ...``, on stderr.
 from __future__ import annotations
 
 import enum
-import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import yaml
 from rich.console import Console
 from rich.markup import escape
@@ -76,7 +76,12 @@ def _write(text: str) -> None:
 
 
 def dump_json(data: Any) -> None:
-    _write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    """Indented JSON, as ``kubectl -o json`` prints it (UTF-8, keys in the order given).
+
+    msgspec, not ``json.dumps(indent=2)``: the standard library's C encoder does not indent, and its
+    pure-Python one spent 0.1 s of a no-op pass printing a change set of 6,500 objects."""
+    encoded = msgspec.json.encode(data, enc_hook=str)
+    _write(msgspec.json.format(encoded, indent=2).decode() + "\n")
 
 
 def print_document(data: Any, fmt: OutputFormat) -> None:

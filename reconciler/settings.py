@@ -22,9 +22,11 @@ from reconciler.repo_config import RepoConfig
 
 ENV_PREFIX = "RECONCILER_"
 DEFAULT_TOKEN_ENV = "RECONCILER_GIT_TOKEN"
-DEFAULT_CACHE = (
-    Path(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "mesh-reconciler" / "repos"
-)
+
+
+def cache_home() -> Path:
+    """Where our caches live by default: ``$XDG_CACHE_HOME/mesh-reconciler`` (``~/.cache/...``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "mesh-reconciler"
 
 
 @dataclass
@@ -35,6 +37,9 @@ class Settings:
     revision: str | None = None
     path: str = "."
     cache_dir: str = ""
+    build_cache_dir: str = ""
+    """Where ``diff`` keeps the last build of each policy directory ("": under :func:`cache_home`;
+    ``off``: build every time)."""
     git_token_env: str = DEFAULT_TOKEN_ENV
     git_token_file: str | None = None
     git_username: str = "x-access-token"
@@ -92,7 +97,14 @@ class Settings:
         if self.cache_dir:
             return Path(self.cache_dir)
         digest = hashlib.sha256(self.repo.encode()).hexdigest()[:12]
-        return DEFAULT_CACHE / digest
+        return cache_home() / "repos" / digest
+
+    def build_cache_for(self, root: Path) -> Path | None:
+        """The directory keeping the last build of the policy directory ``root`` (None: off)."""
+        if self.build_cache_dir.strip().lower() == "off":
+            return None
+        base = Path(self.build_cache_dir) if self.build_cache_dir else cache_home() / "builds"
+        return base / hashlib.sha256(os.path.realpath(root).encode()).hexdigest()[:12]
 
     def redacted(self) -> dict[str, Any]:
         data = asdict(self)

@@ -64,6 +64,15 @@ def require_istio() -> IstioAssets:
     return found
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """``diff`` keeps builds under ~/.cache by default: a test session keeps them in its own temp
+    directory (inherited by every CLI the tests start) instead of leaving one per test tree there."""
+    if "RECONCILER_BUILD_CACHE_DIR" not in os.environ:
+        import tempfile
+
+        os.environ["RECONCILER_BUILD_CACHE_DIR"] = tempfile.mkdtemp(prefix="reconciler-builds-")
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("integration") is not None:
         require_k8s_binaries()

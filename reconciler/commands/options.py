@@ -50,6 +50,15 @@ ReportOutputOpt = Annotated[
     ReportFormat, typer.Option("--output", "-o", help="Output format (markdown: a pull-request comment).")
 ]
 
+BuildCacheDirOpt = Annotated[
+    str,
+    _option(
+        "--build-cache-dir",
+        "Where the last build of PATH is kept, reused while its files and the clusters' state are "
+        "unchanged (default: $XDG_CACHE_HOME/mesh-reconciler/builds; off: build every time).",
+    ),
+]
+
 # --------------------------------------------------------------------------------------------------
 # impact: two revisions of the policy repository
 
@@ -277,6 +286,11 @@ class ApplyOptions(OptionGroup):
 
 
 @dataclass(frozen=True)
+class BuildOptions(OptionGroup):
+    build_cache_dir: str
+
+
+@dataclass(frozen=True)
 class GitOptions(OptionGroup):
     repo: str
     branch: str | None
@@ -326,6 +340,7 @@ class LogOptions(OptionGroup):
 GROUPS: tuple[type[OptionGroup], ...] = (
     ClusterOptions,
     ApplyOptions,
+    BuildOptions,
     GitOptions,
     StatusOptions,
     LeaseOptions,

@@ -43,6 +43,7 @@ def diff(
     adopt: opt.AdoptOpt = opt.DEFAULTS.adopt,
     max_prune_ratio: opt.MaxPruneRatioOpt = opt.DEFAULTS.max_prune_ratio,
     allow_mass_prune: opt.AllowMassPruneOpt = opt.DEFAULTS.allow_mass_prune,
+    build_cache_dir: opt.BuildCacheDirOpt = opt.DEFAULTS.build_cache_dir,
     output: opt.DiffOutputOpt = DiffFormat.TEXT,
 ) -> None:
     """Show what reconcile would change in every cluster (desired vs live, on the fields we own).
@@ -65,8 +66,9 @@ def diff(
             max_prune_ratio=max_prune_ratio,
             allow_mass_prune=allow_mass_prune,
         ),
+        opt.BuildOptions(build_cache_dir=build_cache_dir),
     )
-    with open_plan(path, settings, state) as (plan, effective):
+    with open_plan(path, settings, state, build_cache=True) as (plan, effective):
         print_findings(stderr_console(), plan.findings)
         failed = print_cluster_problems(plan.inventory)
         # Against a snapshot there is no client: differences are found locally, without confirmation.

@@ -12,10 +12,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from reconciler import buildcache
 from reconciler.buildcache import BuildCache, inventory_digest, source_digest
 from reconciler.clusters.inventory import ClusterState, Endpoint, Inventory, Service
+from reconciler.commands.app import app
 from reconciler.locality import Locality
 from reconciler.plan import ClusterSource, Plan, build_plan
 
@@ -39,15 +41,14 @@ def plan_with(work: Path, cache: BuildCache | None) -> Plan:
 
 
 def fingerprint(plan: Plan) -> tuple[object, ...]:
-    """Everything later stages read from a build: desired objects, outcomes, policies, findings."""
+    """Everything later stages read from a build: desired objects, outcomes, policies, findings.
+    (Not the field positions: only checks and translation read them, and a reused build has none.)"""
     objects = {
         c: [(o.kind, o.namespace, o.name, o.body, o.sources) for o in objs]
         for c, objs in plan.translation.objects.items()
     }
     outcomes = {k: (o.findings, o.blocking) for k, o in plan.translation.outcomes.items()}
-    policies = [
-        (p.key, p.obj.model_dump(), p.location, p.spec_hash, p.positions) for p in plan.policies.policies
-    ]
+    policies = [(p.key, p.obj.model_dump(), p.location, p.spec_hash) for p in plan.policies.policies]
     return objects, outcomes, policies, plan.policies.findings, plan.findings
 
 
@@ -65,11 +66,16 @@ def test_a_second_pass_reuses_the_build_and_gets_the_same_plan(
 ) -> None:
     fresh = fingerprint(plan_with(work, None))
     cache = cache_for(work)
-    first = fingerprint(plan_with(work, cache))
+    built = plan_with(work, cache)
+    first = fingerprint(built)
     assert (cache.hits, cache.misses) == (0, 1)
     assert cache.path.is_file()
     with caplog.at_level(logging.INFO, logger="reconciler.plan"):
-        second = fingerprint(plan_with(work, cache))
+        reused = plan_with(work, cache)
+        second = fingerprint(reused)
+    # the file leaves the positions out; the pass that wrote it still has them
+    assert all(p.positions for p in built.policies.policies)
+    assert not any(p.positions for p in reused.policies.policies)
     assert (cache.hits, cache.misses) == (1, 1)
     assert "build reused: commit-a:. and the discovered state are unchanged" in caplog.text
     assert first == second == fresh
@@ -199,3 +205,75 @@ def test_the_code_digest_sees_a_change_that_keeps_size_and_mtime(tmp_path: Path)
     assert source_digest(tmp_path / "a") != source_digest(tmp_path / "b")
     (tmp_path / "b" / "translate" / "failover.py").write_text("LIMIT = <\n")
     assert source_digest(tmp_path / "a") == source_digest(tmp_path / "b")
+
+
+# --- diff of a working tree: keyed by the content of the files the loader reads -------------------
+
+
+def diff_cli(work: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(
+        app,
+        ["diff", str(work / "policies"), "--state", str(work / "state"), *args],
+        env={"RECONCILER_BUILD_CACHE_DIR": str(work / "builds")},
+    )
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result.exit_code, result.stdout
+
+
+def a_policy_file(work: Path) -> Path:
+    return work / "policies" / "bookinfo-global.yaml"
+
+
+def test_diff_reuses_the_build_of_an_unchanged_tree(work: Path, caplog: pytest.LogCaptureFixture) -> None:
+    first = diff_cli(work)
+    assert len(list((work / "builds").glob("*/build-cache.pickle"))) == 1
+    with caplog.at_level(logging.INFO, logger="reconciler.plan"):
+        second = diff_cli(work)
+    assert f"build reused: the policy files under {work / 'policies'}" in caplog.text
+    assert second == first
+    assert first[0] == 1 and "+ created ServiceEntry/" in first[1]  # there is something to compare
+
+
+def test_diff_sees_an_edit_that_keeps_size_and_mtime(work: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Content, not stat: an editor's save or a checkout can leave both as they were."""
+    diff_cli(work)
+    path = a_policy_file(work)
+    text, stat = path.read_text(), path.stat()
+    edited = text.replace("hostname: reviews.global", "hostname: reviewz.global", 1)
+    assert edited != text and len(edited) == len(text)
+    path.write_text(edited)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with caplog.at_level(logging.INFO, logger="reconciler.plan"):
+        _, out = diff_cli(work)
+    assert "build reused" not in caplog.text
+    assert "reviewz.global" in out and "reviews.global" not in out
+
+
+def test_diff_with_the_build_cache_off_keeps_nothing(work: Path) -> None:
+    first = diff_cli(work, "--build-cache-dir", "off")
+    assert not (work / "builds").exists()
+    assert diff_cli(work) == first  # and the cached path prints the same
+
+
+def test_a_tree_edited_while_it_was_read_is_not_kept(work: Path) -> None:
+    """The digest is taken before the load: a file changed in between must not land under it."""
+    root = work / "policies"
+    cache = buildcache.tree_build_cache(root, "status", work / "builds")
+    path = a_policy_file(work)
+    path.write_text(path.read_text() + "\n# edited after the digest\n")
+    plan_with(work, cache)
+    assert (cache.hits, cache.misses) == (0, 1)
+    assert not cache.path.exists()
+    cache = buildcache.tree_build_cache(root, "status", work / "builds")
+    plan_with(work, cache)  # a quiet tree is kept
+    assert cache.path.is_file()
+
+
+def test_the_tree_digest_covers_reconciler_yaml_and_skips_the_status_directory(work: Path) -> None:
+    root = work / "policies"
+    before = buildcache.tree_digest(root, "status")
+    (root / "status").mkdir(exist_ok=True)
+    (root / "status" / "x.yaml").write_text("status: written by a pass\n")
+    assert buildcache.tree_digest(root, "status") == before
+    (root / "reconciler.yaml").write_text((root / "reconciler.yaml").read_text() + "\n# changed\n")
+    assert buildcache.tree_digest(root, "status") != before

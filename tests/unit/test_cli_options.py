@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import reconciler.commands.sync
 import reconciler.serve
 from reconciler.commands.app import app
 from reconciler.commands.options import SERVE_OPTIONS, OptionGroup, check_groups, make_settings
-from reconciler.settings import SETTING_NAMES, Settings, env_name
+from reconciler.settings import ENV_PREFIX, SETTING_NAMES, Settings, env_name
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "policies"
@@ -142,6 +143,8 @@ def capture(settings: Settings, *args: Any, **kwargs: Any) -> Any:
 @pytest.fixture
 def settings_of(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     """Runs a command and returns the Settings it built (before anything reads clusters or git)."""
+    for name in [n for n in os.environ if n.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(name)  # e.g. conftest's RECONCILER_BUILD_CACHE_DIR: only what a test sets
     monkeypatch.setattr(Settings, "resolved", capture)  # render ... diff, snapshot, config
     monkeypatch.setattr(reconciler.commands.sync, "reconcile_once", capture)
     monkeypatch.setattr(reconciler.serve, "Worker", capture)  # imported by the serve command itself
