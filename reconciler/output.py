@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import yaml
-from rich.console import Console
-from rich.markup import escape
 
 from reconciler.clusters.inventory import Inventory, unavailable
 from reconciler.engine.changeset import Action, ChangeSet, ObjectChange
@@ -27,6 +25,8 @@ from reconciler.yamlio import to_yaml, to_yaml_stream
 __all__ = ["to_yaml", "to_yaml_stream"]  # re-exported for the commands' printing
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from reconciler.dataplane.explain import Explanation
     from reconciler.policy import PolicySet
     from reconciler.reconcile import ReconcileOutcome
@@ -62,12 +62,25 @@ class BootstrapFormat(enum.StrEnum):
     JSON = "json"
 
 
+# rich is imported on first use: a pass printing JSON (a CronJob's) never needs it, and its console
+# module is ~25 ms of every start-up.
 def stdout_console() -> Console:
+    from rich.console import Console
+
     return Console(highlight=False, soft_wrap=True)
 
 
 def stderr_console() -> Console:
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def escape(text: str) -> str:
+    """``text`` with rich markup escaped (printed as is)."""
+    from rich.markup import escape as escape_markup
+
+    return escape_markup(text)
 
 
 def _write(text: str) -> None:

@@ -38,8 +38,9 @@ from reconciler.status import (
     RenderMemo,
     build_status,
     read_status_dir,
+    report_keys,
     status_commit_message,
-    status_fingerprint,
+    status_fingerprints,
     status_summary,
     write_status_dir,
 )
@@ -444,13 +445,21 @@ def _reconcile(
     private = checkout.private_dir
     memo = RenderMemo.load(private / "status-render.json" if private is not None else None)
     commit = checkout.policy_commit
-    fingerprint = (
-        status_fingerprint(plan.build_key, result.changes, plan.inventory, commit, effective.dry_run)
+    # Reports whose inputs are those of the pass that wrote them, untouched since, are reused as
+    # they are; only the others are built (one drifted object: the reports of its policies).
+    fingerprints = (
+        status_fingerprints(
+            plan.build_key,
+            report_keys(plan.policies),
+            result.changes,
+            plan.inventory,
+            commit,
+            effective.dry_run,
+        )
         if plan.build_key and shard is None
-        else ""
+        else {}
     )
-    replayed = memo.replay(fingerprint, root, status_root_rel)
-    previous = read_status_dir(root, status_root_rel, memo) if replayed is None else replayed
+    reused = memo.reusable(fingerprints, root, status_root_rel)
 
     def sharded_docs(base: Path) -> dict[ObjectKey, dict[str, Any]]:
         merged = merge_results(
@@ -461,23 +470,26 @@ def _reconcile(
             commit,
         )
         # No inventory: each cluster's reachability is as its own shard saw it (from its record).
+        previous = read_status_dir(root, status_root_rel, memo)
         return build_status(
             plan.policies, plan.translation, merged, None, commit, previous, dry_run=effective.dry_run
         )
 
-    if replayed is not None:
-        docs = replayed  # the same inputs as the pass that wrote them: the same documents
-        log.debug("status reports unchanged since the last pass (same inputs): not rebuilt")
-    elif shard is None:
-        docs = build_status(
+    if shard is None:
+        rebuild = [k for k in report_keys(plan.policies) if k not in reused]
+        log.debug("status: %d reports reused (same inputs), %d built", len(reused), len(rebuild))
+        previous = read_status_dir(root, status_root_rel, memo, only=rebuild) if rebuild else {}
+        built = build_status(
             plan.policies,
             plan.translation,
             result.changes,
             plan.inventory,
-            checkout.policy_commit,
+            commit,
             previous,
             dry_run=effective.dry_run,
+            only=rebuild,
         )
+        docs = dict(sorted({**reused, **built}.items()))
     else:
         docs = {}  # built by regenerate, from every cluster's record in the worktree it writes
     # A policy FAILED only in its status (istiod's analysis rejects what we applied) is degraded too.
@@ -494,7 +506,7 @@ def _reconcile(
     def regenerate(worktree: Path) -> bool:
         base = worktree / settings.path
         if shard is None:  # the whole fleet: no shard's records are needed (nor kept)
-            changed = write_status_dir(base, status_root_rel, docs, commit, memo, fingerprint)
+            changed = write_status_dir(base, status_root_rel, docs, commit, memo, fingerprints)
             return remove_cluster_results(base, status_root_rel) or changed
         # Sharded: the reports are rebuilt from every cluster's record — this shard's fresh ones and
         # the others' as they are in this worktree (after a lost push race: the winner's commit).

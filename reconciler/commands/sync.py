@@ -69,7 +69,8 @@ def diff(
         opt.BuildOptions(build_cache_dir=build_cache_dir),
     )
     with open_plan(path, settings, state, build_cache=True) as (plan, effective):
-        print_findings(stderr_console(), plan.findings)
+        if plan.findings:
+            print_findings(stderr_console(), plan.findings)
         failed = print_cluster_problems(plan.inventory)
         # Against a snapshot there is no client: differences are found locally, without confirmation.
         changes = sync(plan.desired(), plan.clients, sync_options(effective, apply=False))
@@ -123,7 +124,8 @@ def reconcile(
     setup_logging(settings.log_format, settings.log_level)
     outcome = reconcile_once(settings)
     if outcome.result is not None:
-        print_findings(stderr_console(), outcome.result.plan.findings)
+        if outcome.result.plan.findings:  # (no console, no rich import, for a clean pass)
+            print_findings(stderr_console(), outcome.result.plan.findings)
         log_changes(outcome.result.changes)
     print_reconcile(outcome, output)
     if outcome.error:

@@ -9,8 +9,9 @@ from reconciler.status.build import (
     State,
     StatusDoc,
     build_status,
+    report_keys,
     status_commit_message,
-    status_fingerprint,
+    status_fingerprints,
     status_summary,
 )
 from reconciler.status.files import (
@@ -28,9 +29,10 @@ __all__ = [
     "build_status",
     "read_status_dir",
     "render_readme",
+    "report_keys",
     "status_commit_message",
     "status_file",
-    "status_fingerprint",
+    "status_fingerprints",
     "status_summary",
     "write_status_dir",
 ]

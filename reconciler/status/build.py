@@ -19,7 +19,7 @@ State rules, in order:
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from reconciler.clusters.inventory import (
@@ -360,6 +360,11 @@ def _policy_status(
     }
 
 
+def report_keys(policies: PolicySet) -> list[ObjectKey]:
+    """The policies that get a report: every one in the repository, valid or invalid (sorted)."""
+    return sorted({p.key for p in policies.policies} | set(policies.invalid))
+
+
 def build_status(
     policies: PolicySet,
     translation: Translation | None,
@@ -368,12 +373,14 @@ def build_status(
     commit: str,
     previous: Mapping[ObjectKey, StatusDoc] | None = None,
     dry_run: bool = False,
+    only: Collection[ObjectKey] | None = None,
 ) -> dict[ObjectKey, StatusDoc]:
     """A status document for every policy in the repository (valid and invalid), keyed by identity.
 
     ``commit`` is the reconciled policy commit (``Checkout.policy_commit``), ``previous`` the reports
     read back from the status directory (drives ``observedGeneration``). A dry run, or
-    ``changes=None``, gives PENDING for every valid policy.
+    ``changes=None``, gives PENDING for every valid policy. ``only``: build just these reports (the
+    others are reused, see :func:`status_fingerprints`).
     """
     previous = previous or {}
     dry_run = dry_run or (changes is not None and changes.dry_run)
@@ -382,10 +389,13 @@ def build_status(
     for finding in policies.findings:
         if finding.object is not None:
             findings_by_key.setdefault(finding.object, []).append(finding)
-    keys = {p.key for p in policies.policies} | set(policies.invalid)
+    keys = report_keys(policies)
+    if only is not None:
+        wanted = set(only)
+        keys = [k for k in keys if k in wanted]
     analysis = _analysis(inventory)
     out: dict[ObjectKey, StatusDoc] = {}
-    for key in sorted(keys):
+    for key in keys:
         out[key] = _policy_status(
             key,
             policies=policies,
@@ -402,37 +412,46 @@ def build_status(
     return out
 
 
-def status_fingerprint(
-    build_key: str, changes: ChangeSet, inventory: Inventory, commit: str, dry_run: bool = False
-) -> str:
-    """Digest of everything :func:`build_status` reads but the previous reports: equal fingerprints
-    give equal documents, so a pass whose fingerprint matches the one that wrote the (untouched)
-    reports has nothing to build, render or write (:meth:`reconciler.status.files.RenderMemo.replay`).
+def status_fingerprints(
+    build_key: str,
+    keys: Iterable[ObjectKey],
+    changes: ChangeSet,
+    inventory: Inventory,
+    commit: str,
+    dry_run: bool = False,
+) -> dict[ObjectKey, str]:
+    """Per policy, a digest of everything :func:`build_status` reads for its report but the
+    previous report: equal fingerprints give equal documents, so a report written from the same
+    fingerprint, and untouched since, is reused as it is — not built, rendered or compared
+    (:meth:`reconciler.status.files.RenderMemo.reusable`). One drifted object rebuilds the reports
+    of the policies it came from, not all 1,500.
 
-    ``build_key`` names the policies and the translation (:attr:`reconciler.plan.Plan.build_key`);
-    the rest is the change set (every field but the rendered diff, which no report shows), the
-    clusters' errors, istiod's analysis messages on our objects, the commit and the dry-run flag.
-    The previous reports are not hashed: they are the reports that fingerprint produced, which
-    :func:`build_status` leaves as they are (the same inputs give the same documents).
+    Shared by every report: ``build_key`` (the policies and the translation,
+    :attr:`reconciler.plan.Plan.build_key`), the commit, the dry-run flag, the clusters in the run
+    with their errors and notes, the inventory's cluster errors and istiod's analysis messages on
+    our objects. Each policy's own: the changes it contributed to (every field but the rendered
+    diff, which no report shows). The previous report is not hashed: it is the one that fingerprint
+    produced, which :func:`build_status` leaves as it is (the same inputs give the same documents).
     """
-    clusters = [
+    shared = value_digest(
         (
-            name,
-            result.error,
-            result.notes,
-            [
-                (
-                    (c.cluster, c.kind, c.namespace, c.name, c.action.value, c.sources),
-                    (c.changed_paths, c.message, c.previous_managers, c.written),
-                )
-                for c in result.changes
-            ],
+            build_key,
+            commit,
+            bool(dry_run or changes.dry_run),
+            [(name, r.error, r.notes) for name, r in sorted(changes.clusters.items())],
+            sorted((name, state.error or "") for name, state in inventory.clusters.items()),
+            sorted(_analysis(inventory).items()),
         )
-        for name, result in sorted(changes.clusters.items())
-    ]
-    errors = sorted((name, state.error or "") for name, state in inventory.clusters.items())
-    analysis = sorted(_analysis(inventory).items())
-    return value_digest((build_key, commit, bool(dry_run or changes.dry_run), clusters, errors, analysis))
+    )
+    own: dict[ObjectKey, list[Any]] = {}
+    for change in changes.all():
+        entry = (
+            (change.cluster, change.kind, change.namespace, change.name, change.action.value),
+            (change.sources, change.changed_paths, change.message, change.previous_managers, change.written),
+        )
+        for source in dict.fromkeys(change.sources):
+            own.setdefault(source, []).append(entry)
+    return {key: value_digest((shared, key, own.get(key, ()))) for key in keys}
 
 
 def _analysis(inventory: Inventory | None) -> dict[tuple[str, str, str, str], list[ControlPlaneMessage]]:

@@ -11,17 +11,19 @@ a broken or foreign file there must never stop a reconcile — it is ignored (an
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import stat
 import tempfile
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import msgspec
 import yaml
 
 from reconciler.findings import ObjectKey
@@ -107,8 +109,10 @@ def _unsegment(value: str) -> str:
         return urllib.parse.unquote(value)
 
 
+@functools.lru_cache(maxsize=65536)
 def status_file(key: ObjectKey) -> str:
-    """Path of a policy's report relative to the status directory."""
+    """Path of a policy's report relative to the status directory (cached: a pass asks for every
+    report's path two or three times)."""
     return f"{_segment(key.kind)}/{_segment(key.namespace)}/{_segment(key.name)}.yaml"
 
 
@@ -188,17 +192,25 @@ def _report_files(status_root: Path) -> list[Path]:
 
 
 def read_status_dir(
-    root: Path, status_path: str, memo: RenderMemo | None = None
+    root: Path,
+    status_path: str,
+    memo: RenderMemo | None = None,
+    only: Collection[ObjectKey] | None = None,
 ) -> dict[ObjectKey, StatusDoc]:
     """Reports written by earlier runs, keyed by identity; unreadable or foreign files are skipped.
 
     A file ``memo`` knows unchanged since we wrote it is not parsed again: its document is taken
     from the memo (parsing ~1,500 reports was the largest cost of a no-op pass at 1,000 services).
+    ``only``: just the reports of these policies (the ones a pass builds again).
     """
     status_root = _status_root(root, status_path)
+    wanted = {status_file(k) for k in only} if only is not None else None
     out: dict[ObjectKey, StatusDoc] = {}
     for path in _report_files(status_root):
-        known = memo.document(path.relative_to(status_root).as_posix(), path) if memo else None
+        rel = path.relative_to(status_root).as_posix()
+        if wanted is not None and rel not in wanted:
+            continue
+        known = memo.document(rel, path) if memo else None
         try:
             if known is not None:
                 data: Any = known
@@ -277,7 +289,7 @@ def _write_if_changed(path: Path, text: str) -> bool:
     return True
 
 
-RENDER_MEMO_VERSION = 2
+RENDER_MEMO_VERSION = 3
 """Bump when what a memo entry means changes (its layout, or what the digest covers)."""
 
 _CANARY: StatusDoc = {
@@ -310,26 +322,21 @@ def _canonical(doc: StatusDoc) -> str | None:
 class RenderMemo:
     """What the last pass wrote into the status directory, so an unchanged report costs one lstat.
 
-    Per report file: its document (canonical JSON) and the file's size and mtime after we wrote or
-    compared it (not its text: a report rewritten from an unchanged document, after git touched
-    the file, is rendered again, which is rare and halves what every pass loads). Why: at 1,000 services a no-op pass spent most of its CPU
-    parsing ~1,500 reports (for their generations), rendering them again and comparing. A file
-    with the size and mtime we left it with (git's own index trick) is not parsed: its document is
-    the memo's; a document equal to the one we rendered before is not rendered again. Kept outside
-    the repository (the cache clone's git directory, :attr:`Checkout.private_dir`); unreadable,
-    foreign or from another renderer (the canary renders differently) means empty, which costs
-    only the work it would have saved.
-
-    It also keeps the :func:`reconciler.status.build.status_fingerprint` of the pass that wrote the
-    reports: a pass with the same fingerprint, finding every report as it was left, takes the
-    documents from here (:meth:`replay`) and has nothing to build, render or compare.
+    Per report file: its document (canonical JSON), the file's size and mtime after we wrote or
+    compared it, and the :func:`reconciler.status.build.status_fingerprints` entry of the inputs it
+    was built from (not its text: a report rewritten from an unchanged document, after git touched
+    the file, is rendered again, which is rare and halves what every pass loads). Why: at 1,000
+    services a no-op pass spent most of its CPU parsing ~1,500 reports (for their generations),
+    rendering them again and comparing. A file with the size and mtime we left it with (git's own
+    index trick) is not parsed: its document is the memo's; with the same fingerprint too, it is
+    not even built (:meth:`reusable`). Kept outside the repository (the cache clone's git
+    directory, :attr:`Checkout.private_dir`); unreadable, foreign or from another renderer (the
+    canary renders differently) means empty, which costs only the work it would have saved.
     """
 
     path: Path | None = None
     files: dict[str, list[Any]] = field(default_factory=dict)
-    """relative path -> [document as canonical JSON, size, mtime_ns]"""
-    fingerprint: str = ""
-    """Fingerprint of the inputs the reports in :attr:`files` were built from ("" : unknown)."""
+    """relative path -> [document as canonical JSON, size, mtime_ns, fingerprint ("": unknown)]"""
 
     @classmethod
     def load(cls, path: Path | None) -> RenderMemo:
@@ -337,8 +344,8 @@ class RenderMemo:
         if path is None:
             return memo
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = msgspec.json.decode(path.read_bytes())
+        except (OSError, msgspec.DecodeError):
             return memo
         if (
             isinstance(data, dict)
@@ -346,12 +353,13 @@ class RenderMemo:
             and data.get("canary") == render_doc(_CANARY)
             and isinstance(data.get("files"), dict)
         ):
-            fingerprint = data.get("fingerprint")
-            memo.fingerprint = fingerprint if isinstance(fingerprint, str) else ""
             memo.files = {
                 rel: entry
                 for rel, entry in data["files"].items()
-                if isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
+                if isinstance(entry, list)
+                and len(entry) == 4
+                and isinstance(entry[0], str)
+                and isinstance(entry[3], str)
             }
         return memo
 
@@ -360,70 +368,65 @@ class RenderMemo:
         entry = self.files.get(rel)
         if entry is None or _stat_of(path) != (entry[1], entry[2]):
             return None
-        doc = json.loads(entry[0])  # a fresh copy: callers own what they read
-        return doc if isinstance(doc, dict) else None
+        return _decoded(entry[0])  # a fresh copy: callers own what they read
 
-    def as_left(self, status_root: Path) -> bool:
-        """Is the status directory exactly as the last pass left it (the same report files, each
-        with the size and mtime recorded)? Never true for an empty memo."""
-        if not self.files:
-            return False
-        found = _scan_reports(status_root)
-        if len(found) != len(self.files):
-            return False
-        for rel, stat_of in found.items():
-            entry = self.files.get(rel)
-            if entry is None or stat_of != (entry[1], entry[2]):
-                return False
-        return True
-
-    def replay(self, fingerprint: str, root: Path, status_path: str) -> dict[ObjectKey, StatusDoc] | None:
-        """The last pass's documents, if it had this very ``fingerprint`` and left every report
-        untouched since; else None (build them)."""
-        if not fingerprint or fingerprint != self.fingerprint:
-            return None
+    def reusable(
+        self, fingerprints: Mapping[ObjectKey, str], root: Path, status_path: str
+    ) -> dict[ObjectKey, StatusDoc]:
+        """The reports that need no build: written from the very fingerprint ``fingerprints`` gives
+        their policy, and untouched since (the size and mtime we left). The others are built."""
+        if not fingerprints or not self.files:
+            return {}
         status_root = _status_root(root, status_path)
-        if not self.as_left(status_root):
-            return None
+        base = str(status_root)
         out: dict[ObjectKey, StatusDoc] = {}
-        for rel, entry in self.files.items():
-            doc = json.loads(entry[0])
-            key = _key_of(status_root / rel, status_root, doc) if isinstance(doc, dict) else None
-            if key is None:
-                return None
-            out[key] = doc
+        for key, fingerprint in fingerprints.items():
+            rel = status_file(key)
+            entry = self.files.get(rel)
+            if entry is None or not fingerprint or entry[3] != fingerprint:
+                continue
+            if _stat_of(os.path.join(base, rel)) != (entry[1], entry[2]):
+                continue
+            doc = _decoded(entry[0])
+            # A plain path reads back to its key by construction; a hashed one must name it inside.
+            if doc is not None and (
+                not _is_hashed(rel) or _key_of(status_root / rel, status_root, doc) == key
+            ):
+                out[key] = doc
         return out
 
-    def save(self, files: dict[str, list[Any]], fingerprint: str = "") -> None:
-        """Replace the memo with ``files`` (the reports of this pass) and the fingerprint they were
-        built from; best effort, never fatal."""
-        if files == self.files and fingerprint == self.fingerprint:
+    def save(self, files: dict[str, list[Any]]) -> None:
+        """Replace the memo with ``files`` (the reports of this pass); best effort, never fatal."""
+        if files == self.files:
             return
-        self.files, self.fingerprint = files, fingerprint
+        self.files = files
         if self.path is None:
             return
-        data = {
-            "version": RENDER_MEMO_VERSION,
-            "canary": render_doc(_CANARY),
-            "fingerprint": fingerprint,
-            "files": files,
-        }
+        data = {"version": RENDER_MEMO_VERSION, "canary": render_doc(_CANARY), "files": files}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.path.parent)
         except OSError:
             return
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(data, fh, ensure_ascii=False, separators=(",", ":"))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(msgspec.json.encode(data))
             os.replace(tmp, self.path)
         except OSError:
             Path(tmp).unlink(missing_ok=True)
 
 
-def _stat_of(path: Path) -> tuple[int, int] | None:
+def _decoded(canonical: str) -> StatusDoc | None:
     try:
-        st = path.lstat()
+        doc = msgspec.json.decode(canonical)
+    except msgspec.DecodeError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _stat_of(path: Path | str) -> tuple[int, int] | None:
+    try:
+        st = os.lstat(path)
     except OSError:
         return None
     return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
@@ -435,23 +438,22 @@ def write_status_dir(
     docs: Mapping[ObjectKey, StatusDoc],
     commit: str,
     memo: RenderMemo | None = None,
-    fingerprint: str = "",
+    fingerprints: Mapping[ObjectKey, str] | None = None,
 ) -> bool:
     """Make the status directory match ``docs``; True iff any file was written or removed.
 
     ``memo`` (kept between passes, see :class:`RenderMemo`): reports that did not change are
-    neither rendered nor re-read; it is updated to what this call left on disk. ``fingerprint``
-    (:func:`reconciler.status.build.status_fingerprint`) of the inputs ``docs`` were built from:
-    when the memo's reports came from the same inputs and are untouched, there is nothing to do.
+    neither rendered nor re-read; it is updated to what this call left on disk. ``fingerprints``
+    (:func:`reconciler.status.build.status_fingerprints`) of the inputs ``docs`` were built from: a
+    report written from the same fingerprint and untouched since is not even compared.
     """
     status_root = _status_root(root, status_path)
-    if memo is not None and fingerprint and fingerprint == memo.fingerprint and memo.as_left(status_root):
-        # The same inputs make the same documents, and every report is as that pass wrote it.
-        return _write_if_changed(status_root / README, render_readme(docs, commit))
+    fingerprints = fingerprints or {}
     changed = False
-    wanted = {status_root / status_file(key): doc for key, doc in docs.items()}
-    for path in _report_files(status_root):
-        if path not in wanted:
+    wanted = {status_file(key): key for key in docs}
+    for rel in sorted(_scan_reports(status_root)):
+        if rel not in wanted:
+            path = status_root / rel
             path.unlink()
             changed = True
             for parent in (path.parent, path.parent.parent):
@@ -460,20 +462,27 @@ def write_status_dir(
                 except OSError:
                     break
     files: dict[str, list[Any]] = {}
-    for path in sorted(wanted):
-        rel = path.relative_to(status_root).as_posix()
-        doc = wanted[path]
-        canonical = _canonical(doc) if memo is not None else None
+    base = str(status_root)
+    for rel in sorted(wanted):
+        key = wanted[rel]
+        fingerprint = fingerprints.get(key, "")
         entry = memo.files.get(rel) if memo is not None else None
+        same_inputs = fingerprint and entry is not None and entry[3] == fingerprint
+        if same_inputs and entry is not None and _stat_of(os.path.join(base, rel)) == (entry[1], entry[2]):
+            files[rel] = entry  # built from the same inputs, and as we left it
+            continue
+        path = status_root / rel
+        doc = docs[key]
+        canonical = _canonical(doc) if memo is not None else None
         unchanged = canonical is not None and entry is not None and entry[0] == canonical
         if unchanged and entry is not None and _stat_of(path) == (entry[1], entry[2]):
-            files[rel] = entry  # the file is as we left it, and so is its document
+            files[rel] = [canonical, entry[1], entry[2], fingerprint]  # the same document, as left
             continue
         changed |= _write_if_changed(path, render_doc(doc))
         found = _stat_of(path)
         if canonical is not None and found is not None:
-            files[rel] = [canonical, *found]
+            files[rel] = [canonical, *found, fingerprint]
     changed |= _write_if_changed(status_root / README, render_readme(docs, commit))
     if memo is not None:
-        memo.save(files, fingerprint)
+        memo.save(files)
     return changed

@@ -17,9 +17,10 @@ from reconciler.status import (
     build_status,
     read_status_dir,
     render_readme,
+    report_keys,
     status_commit_message,
     status_file,
-    status_fingerprint,
+    status_fingerprints,
     status_summary,
     write_status_dir,
 )
@@ -582,31 +583,47 @@ def test_istiod_analysis_of_an_object_rewritten_in_this_pass_waits_for_the_next(
 # --- fingerprint: what a replay of the last pass's reports is keyed by -----------------------------
 
 
-def test_the_fingerprint_names_every_input_of_the_reports(tmp_path: Path) -> None:
-    """Each input build_status reads changes the fingerprint; equal inputs (distinct objects) don't."""
-    _, inv, tr = plan(copy_example(tmp_path))
-    base = status_fingerprint("build-1", applied(tr), inv, COMMIT)
-    assert base == status_fingerprint("build-1", applied(tr), read_snapshot(STATE), COMMIT)
-    variants = {
-        "build": status_fingerprint("build-2", applied(tr), inv, COMMIT),
-        "commit": status_fingerprint("build-1", applied(tr), inv, "f" * 40),
-        "dry run": status_fingerprint("build-1", applied(tr), inv, COMMIT, dry_run=True),
-        "an action": status_fingerprint(
-            "build-1", applied(tr, overrides={"mgmt-cluster/DestinationRule": Action.FAILED}), inv, COMMIT
-        ),
-    }
-    # A dry run said by the flag or by the change set is the same input (build_status reads either).
-    assert status_fingerprint("build-1", applied(tr, dry_run=True), inv, COMMIT) == variants["dry run"]
-    failed = applied(tr)
-    failed.clusters["mgmt-cluster"].changes[0].message = "rejected by the API server"
-    variants["a message"] = status_fingerprint("build-1", failed, inv, COMMIT)
+def test_the_fingerprints_name_every_input_of_the_reports(tmp_path: Path) -> None:
+    """Each input build_status reads changes the fingerprints of the reports that read it: a shared
+    input (build, commit, dry run, a cluster's error, istiod's analysis) every report's, a policy's
+    own changes only its report's. Equal inputs (distinct objects) give equal fingerprints."""
+    ps, inv, tr = plan(copy_example(tmp_path))
+    keys = report_keys(ps)
+
+    def fps(
+        build: str = "build-1", changes: ChangeSet | None = None, commit: str = COMMIT, dry_run: bool = False
+    ) -> dict[ObjectKey, str]:
+        return status_fingerprints(build, keys, changes or applied(tr), inv, commit, dry_run)
+
+    base = fps()
+    assert sorted(base) == [TP, VD, VM] and len(set(base.values())) == 3
+    assert base == status_fingerprints("build-1", keys, applied(tr), read_snapshot(STATE), COMMIT)
     gone = applied(tr)
     gone.clusters["remote-cluster"].error = "connection refused"
-    variants["a cluster error"] = status_fingerprint("build-1", gone, inv, COMMIT)
+    shared = {
+        "build": fps(build="build-2"),
+        "commit": fps(commit="f" * 40),
+        "dry run": fps(dry_run=True),
+        "a cluster error": fps(changes=gone),
+    }
+    # A dry run said by the flag or by the change set is the same input (build_status reads either).
+    assert fps(changes=applied(tr, dry_run=True)) == shared["dry run"]
+
+    # Per policy: what happened to an object changes the reports of the policies it came from.
+    failed = applied(tr)
+    only_vd = next(c for c in failed.all() if c.sources == (VD,))
+    only_vd.message = "rejected by the API server"
+    got = fps(changes=failed)
+    assert [k for k in keys if got[k] != base[k]] == [VD]
+    rule = next(c for c in applied(tr).all() if c.cluster == "mgmt-cluster" and c.kind == "DestinationRule")
+    got = fps(changes=applied(tr, overrides={"mgmt-cluster/DestinationRule": Action.FAILED}))
+    assert {k for k in keys if got[k] != base[k]} == set(rule.sources)
+
     _with_analysis(inv, tr, "VirtualService", [{"type": {"code": "IST0101"}, "level": "ERROR"}])
-    variants["istiod analysis"] = status_fingerprint("build-1", applied(tr), inv, COMMIT)
-    assert base not in variants.values()
-    assert len(set(variants.values())) == len(variants)
+    shared["istiod analysis"] = fps()
+    for name, variant in shared.items():
+        assert all(variant[k] != base[k] for k in keys), name
+    assert len({tuple(v.values()) for v in shared.values()}) == len(shared)
 
 
 @pytest.mark.parametrize("scenario", ["accepted", "failed", "unreachable", "dry run", "spec change"])

@@ -170,61 +170,87 @@ def test_removed_policy_leaves_the_memo(tmp_path: Path) -> None:
     ]
 
 
-# --- replay: a pass with the inputs of the one that wrote the reports --------------------------------
+# --- reuse: reports whose inputs are those of the pass that wrote them --------------------------------
 
 
-def test_the_same_fingerprint_replays_the_documents_and_writes_nothing(
+def _fingerprints(docs: dict[ObjectKey, Any], inputs: str) -> dict[ObjectKey, str]:
+    return {key: f"{inputs}:{key.name}" for key in docs}
+
+
+def test_the_same_fingerprints_reuse_the_documents_and_write_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     docs = _docs(6)
     memo_path, repo = tmp_path / "memo.json", tmp_path / "repo"
-    write_status_dir(repo, "status", docs, COMMIT, RenderMemo.load(memo_path), fingerprint="inputs-1")
+    fps = _fingerprints(docs, "inputs-1")
+    write_status_dir(repo, "status", docs, COMMIT, RenderMemo.load(memo_path), fps)
     before = _tree(repo)
     memo = RenderMemo.load(memo_path)
-    assert memo.fingerprint == "inputs-1"
-    assert memo.replay("inputs-2", repo, "status") is None
-    assert memo.replay("", repo, "status") is None
+    assert memo.reusable(_fingerprints(docs, "inputs-2"), repo, "status") == {}
+    assert memo.reusable({key: "" for key in docs}, repo, "status") == {}
+    assert memo.reusable({}, repo, "status") == {}
 
     renders, dumps = Counted(monkeypatch, "render_doc"), Counted(monkeypatch, "_canonical")
-    replayed = memo.replay("inputs-1", repo, "status")
-    assert replayed == docs == read_status_dir(repo, "status")
-    assert write_status_dir(repo, "status", docs, COMMIT, memo, fingerprint="inputs-1") is False
+    reused = memo.reusable(fps, repo, "status")
+    assert reused == docs == read_status_dir(repo, "status")
+    assert write_status_dir(repo, "status", docs, COMMIT, memo, fps) is False
     assert (renders.calls, dumps.calls) == (0, 0)
     assert _tree(repo) == before
 
 
-def test_a_changed_fingerprint_is_written_as_usual_and_recorded(tmp_path: Path) -> None:
+def test_only_the_reports_whose_inputs_changed_are_built_and_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One drifted object: the reports of its policies are built again, the others reused."""
+    docs = _docs(5)
     memo_path, repo = tmp_path / "memo.json", tmp_path / "repo"
-    write_status_dir(repo, "status", _docs(3), COMMIT, RenderMemo.load(memo_path), fingerprint="inputs-1")
-    changed = _docs(3, state="FAILED")
+    fps = _fingerprints(docs, "inputs-1")
+    write_status_dir(repo, "status", docs, COMMIT, RenderMemo.load(memo_path), fps)
+    drifted = ObjectKey("VirtualDestination", "gloo-mesh", "svc-3")
+    fps[drifted] = "inputs-2:svc-3"
     memo = RenderMemo.load(memo_path)
-    assert write_status_dir(repo, "status", changed, COMMIT, memo, fingerprint="inputs-2") is True
-    assert RenderMemo.load(memo_path).fingerprint == "inputs-2"
-    assert RenderMemo.load(memo_path).replay("inputs-2", repo, "status") == changed
-    write_status_dir(tmp_path / "plain", "status", changed, COMMIT)
+    reused = memo.reusable(fps, repo, "status")
+    assert sorted(reused) == sorted(k for k in docs if k != drifted)
+    rebuilt = {drifted: {**docs[drifted], "status": {**docs[drifted]["status"], "state": "FAILED"}}}
+    renders = Counted(monkeypatch, "render_doc")
+    merged = dict(sorted({**reused, **rebuilt}.items()))
+    assert write_status_dir(repo, "status", merged, COMMIT, memo, fps) is True
+    assert renders.calls == 1
+    write_status_dir(tmp_path / "plain", "status", merged, COMMIT)
     assert _tree(repo) == _tree(tmp_path / "plain")
-    # Written without a fingerprint (a sharded pass, no build cache): nothing may be replayed later.
-    write_status_dir(repo, "status", changed, COMMIT, RenderMemo.load(memo_path))
-    assert RenderMemo.load(memo_path).replay("inputs-2", repo, "status") is None
+    assert RenderMemo.load(memo_path).reusable(fps, repo, "status") == merged
+
+
+def test_reports_written_without_fingerprints_are_never_reused(tmp_path: Path) -> None:
+    """A sharded pass, or one without a build cache: nothing may be reused later."""
+    docs = _docs(3)
+    memo_path, repo = tmp_path / "memo.json", tmp_path / "repo"
+    write_status_dir(repo, "status", docs, COMMIT, RenderMemo.load(memo_path), _fingerprints(docs, "a"))
+    write_status_dir(repo, "status", docs, COMMIT, RenderMemo.load(memo_path))
+    assert RenderMemo.load(memo_path).reusable(_fingerprints(docs, "a"), repo, "status") == {}
 
 
 @pytest.mark.parametrize("touch", ["edit", "remove", "add"])
-def test_a_report_touched_behind_our_back_is_never_replayed(tmp_path: Path, touch: str) -> None:
-    """Same inputs, but the directory is not as that pass left it (a user's commit, a reset after
-    a lost push race): the documents are built and the files rewritten, exactly as without a memo."""
+def test_a_report_touched_behind_our_back_is_never_reused(tmp_path: Path, touch: str) -> None:
+    """Same inputs, but the report is not as that pass left it (a user's commit, a reset after a
+    lost push race): it is built and written again, exactly as without a memo."""
     docs = _docs(3)
+    fps = _fingerprints(docs, "inputs-1")
     memo_path, repo = tmp_path / "memo.json", tmp_path / "repo"
-    write_status_dir(repo, "status", docs, COMMIT, RenderMemo.load(memo_path), fingerprint="inputs-1")
+    write_status_dir(repo, "status", docs, COMMIT, RenderMemo.load(memo_path), fps)
     reports = repo / "status" / "VirtualDestination" / "gloo-mesh"
+    untouched = {ObjectKey("VirtualDestination", "gloo-mesh", n) for n in ("svc-0", "svc-1", "svc-2")}
     if touch == "edit":
         _edit_behind_our_back(reports / "svc-1.yaml")
+        untouched.discard(ObjectKey("VirtualDestination", "gloo-mesh", "svc-1"))
     elif touch == "remove":
         (reports / "svc-2.yaml").unlink()
+        untouched.discard(ObjectKey("VirtualDestination", "gloo-mesh", "svc-2"))
     else:
         (reports / "svc-9.yaml").write_text((reports / "svc-0.yaml").read_text().replace("svc-0", "svc-9"))
     memo = RenderMemo.load(memo_path)
-    assert memo.replay("inputs-1", repo, "status") is None
-    assert write_status_dir(repo, "status", docs, COMMIT, memo, fingerprint="inputs-1") is True
+    assert set(memo.reusable(fps, repo, "status")) == untouched
+    assert write_status_dir(repo, "status", docs, COMMIT, memo, fps) is True
     write_status_dir(tmp_path / "plain", "status", docs, COMMIT)
     assert _tree(repo) == _tree(tmp_path / "plain")
-    assert RenderMemo.load(memo_path).replay("inputs-1", repo, "status") == docs
+    assert RenderMemo.load(memo_path).reusable(fps, repo, "status") == docs
