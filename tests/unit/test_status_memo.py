@@ -177,13 +177,19 @@ def _fingerprints(docs: dict[ObjectKey, Any], inputs: str) -> dict[ObjectKey, st
     return {key: f"{inputs}:{key.name}" for key in docs}
 
 
-def test_the_same_fingerprints_reuse_the_documents_and_write_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    docs = _docs(6)
+def _written(tmp_path: Path, n: int) -> tuple[dict[ObjectKey, Any], dict[ObjectKey, str], Path, Path]:
+    """``n`` reports written with fingerprints ``inputs-1``: (docs, fingerprints, memo path, repo)."""
+    docs = _docs(n)
     memo_path, repo = tmp_path / "memo.json", tmp_path / "repo"
     fps = _fingerprints(docs, "inputs-1")
     write_status_dir(repo, "status", docs, COMMIT, RenderMemo.load(memo_path), fps)
+    return docs, fps, memo_path, repo
+
+
+def test_the_same_fingerprints_reuse_the_documents_and_write_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs, fps, memo_path, repo = _written(tmp_path, 6)
     before = _tree(repo)
     memo = RenderMemo.load(memo_path)
     assert memo.reusable(_fingerprints(docs, "inputs-2"), repo, "status") == {}
@@ -202,10 +208,7 @@ def test_only_the_reports_whose_inputs_changed_are_built_and_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One drifted object: the reports of its policies are built again, the others reused."""
-    docs = _docs(5)
-    memo_path, repo = tmp_path / "memo.json", tmp_path / "repo"
-    fps = _fingerprints(docs, "inputs-1")
-    write_status_dir(repo, "status", docs, COMMIT, RenderMemo.load(memo_path), fps)
+    docs, fps, memo_path, repo = _written(tmp_path, 5)
     drifted = ObjectKey("VirtualDestination", "gloo-mesh", "svc-3")
     fps[drifted] = "inputs-2:svc-3"
     memo = RenderMemo.load(memo_path)
@@ -223,21 +226,16 @@ def test_only_the_reports_whose_inputs_changed_are_built_and_written(
 
 def test_reports_written_without_fingerprints_are_never_reused(tmp_path: Path) -> None:
     """A sharded pass, or one without a build cache: nothing may be reused later."""
-    docs = _docs(3)
-    memo_path, repo = tmp_path / "memo.json", tmp_path / "repo"
-    write_status_dir(repo, "status", docs, COMMIT, RenderMemo.load(memo_path), _fingerprints(docs, "a"))
+    docs, fps, memo_path, repo = _written(tmp_path, 3)
     write_status_dir(repo, "status", docs, COMMIT, RenderMemo.load(memo_path))
-    assert RenderMemo.load(memo_path).reusable(_fingerprints(docs, "a"), repo, "status") == {}
+    assert RenderMemo.load(memo_path).reusable(fps, repo, "status") == {}
 
 
 @pytest.mark.parametrize("touch", ["edit", "remove", "add"])
 def test_a_report_touched_behind_our_back_is_never_reused(tmp_path: Path, touch: str) -> None:
     """Same inputs, but the report is not as that pass left it (a user's commit, a reset after a
     lost push race): it is built and written again, exactly as without a memo."""
-    docs = _docs(3)
-    fps = _fingerprints(docs, "inputs-1")
-    memo_path, repo = tmp_path / "memo.json", tmp_path / "repo"
-    write_status_dir(repo, "status", docs, COMMIT, RenderMemo.load(memo_path), fps)
+    docs, fps, memo_path, repo = _written(tmp_path, 3)
     reports = repo / "status" / "VirtualDestination" / "gloo-mesh"
     untouched = {ObjectKey("VirtualDestination", "gloo-mesh", n) for n in ("svc-0", "svc-1", "svc-2")}
     if touch == "edit":
