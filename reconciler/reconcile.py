@@ -447,10 +447,11 @@ def _reconcile(
     commit = checkout.policy_commit
     # Reports whose inputs are those of the pass that wrote them, untouched since, are reused as
     # they are; only the others are built (one drifted object: the reports of its policies).
+    keys = report_keys(plan.policies)
     fingerprints = (
         status_fingerprints(
             plan.build_key,
-            report_keys(plan.policies),
+            keys,
             result.changes,
             plan.inventory,
             commit,
@@ -476,7 +477,7 @@ def _reconcile(
         )
 
     if shard is None:
-        rebuild = [k for k in report_keys(plan.policies) if k not in reused]
+        rebuild = [k for k in keys if k not in reused]
         log.debug("status: %d reports reused (same inputs), %d built", len(reused), len(rebuild))
         previous = read_status_dir(root, status_root_rel, memo, only=rebuild) if rebuild else {}
         built = build_status(
