@@ -73,6 +73,7 @@ def main() -> None:
     # growing heap of plain dicts a pass builds (a quarter of a no-op pass's CPU at 1,000 services),
     # and nothing it could free outlives the process. It stays off to the end: switched back on, it
     # would scan the whole heap once more just before exit (0.2 s). `serve` turns it back on itself.
+    # (The console script already paused it before importing this module: reconciler/__main__.py.)
     gc.disable()
     try:
         app()
