@@ -56,7 +56,7 @@ def project(value: Any, fields: dict[str, Any]) -> Any:
         if name not in value:
             continue
         child = value[name]
-        if isinstance(child, list) or not sub or set(sub) == {"."}:
+        if isinstance(child, list) or not sub or (len(sub) == 1 and "." in sub):  # no set per field
             out[name] = child
         else:
             out[name] = project(child, sub)

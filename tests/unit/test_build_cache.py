@@ -277,3 +277,17 @@ def test_the_tree_digest_covers_reconciler_yaml_and_skips_the_status_directory(w
     assert buildcache.tree_digest(root, "status") == before
     (root / "reconciler.yaml").write_text((root / "reconciler.yaml").read_text() + "\n# changed\n")
     assert buildcache.tree_digest(root, "status") != before
+
+
+def test_a_reused_build_loads_a_policy_model_only_when_it_is_read(work: Path) -> None:
+    """Status and findings of a no-op pass read keys, not models: those stay pickled until used."""
+    built = plan_with(work, cache_for(work))
+    reused = plan_with(work, cache_for(work))
+    policies = reused.policies.policies
+    assert [p.key for p in policies] == [p.key for p in built.policies.policies]
+    assert not any("obj" in vars(p) for p in policies)  # keys listed, no model loaded
+    first = policies[0]
+    assert first.obj.model_dump() == built.policies.policies[0].obj.model_dump()
+    assert "obj" in vars(first) and not any("obj" in vars(p) for p in policies[1:])
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        first.nope  # noqa: B018 (the lazy attribute is only ``obj``)
