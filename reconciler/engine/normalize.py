@@ -159,6 +159,35 @@ def field_owners(obj: dict[str, Any], declared: dict[str, Any], manager: str = F
     return sorted(names)
 
 
+def fields_taken(before: dict[str, Any], after: dict[str, Any], manager: str = FIELD_MANAGER) -> list[str]:
+    """Managers other than ours that own fewer fields in ``after`` than in ``before``.
+
+    ``after`` is the server's answer to our forced apply of ``before``: the API server removes a
+    field from every other manager that held it with a *different* value (taken over) and leaves it
+    with one that held the same value (shared). So the managers that lost a field are exactly the
+    ones a non-forced apply would have named in its 409, without sending that second request.
+    """
+
+    def owned(obj: dict[str, Any]) -> dict[str, set[tuple[str, ...]]]:
+        out: dict[str, set[tuple[str, ...]]] = {}
+        for entry in (obj.get("metadata") or {}).get("managedFields") or []:
+            name = entry.get("manager")
+            if name and name != manager:
+                _paths(entry.get("fieldsV1") or {}, (), out.setdefault(str(name), set()))
+        return out
+
+    had, has = owned(before), owned(after)
+    return sorted(name for name, paths in had.items() if not paths <= has.get(name, set()))
+
+
+def _paths(fields: dict[str, Any], prefix: tuple[str, ...], out: set[tuple[str, ...]]) -> None:
+    for key, value in fields.items():
+        path = (*prefix, key)
+        out.add(path)
+        if isinstance(value, dict):
+            _paths(value, path, out)
+
+
 def other_managers(obj: dict[str, Any], manager: str = FIELD_MANAGER) -> list[str]:
     """Field managers other than ours recorded on an object."""
     names = set()

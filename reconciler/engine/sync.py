@@ -26,6 +26,7 @@ from reconciler.engine.normalize import (
     comparable_live,
     declared_fields,
     field_owners,
+    fields_taken,
     other_managers,
     same_as_live,
 )
@@ -328,10 +329,9 @@ class _ClusterSync:
                     return confirmed
                 result = confirmed
             if self.options.apply:
-                result, taken = self._server_apply(
-                    d, dry_run=self.options.dry_run, force=self.options.force or start.adopting, probe=True
+                result = self._server_apply(
+                    d, dry_run=self.options.dry_run, force=self.options.force or start.adopting
                 )
-                start.previous = sorted(set(start.previous) | set(taken))
         except _Conflict as exc:
             return self._change(
                 d.body, Action.CONFLICT, d.sources, previous_managers=exc.managers, message=exc.message
@@ -359,7 +359,7 @@ class _ClusterSync:
         """What the object is before we write: ours, someone else's (conflict or adoption), or new."""
         if live is not None:
             fields = declared_fields(d.body)
-            return _Start(comparable_live(live, fields), sorted(field_owners(live, fields)), new=False)
+            return _Start(comparable_live(live, fields), field_owners(live, fields), new=False, live=live)
         if claimed is None:
             return _Start({}, [], new=True)
         # Our label without our sources annotation: made (or relabelled) by hand, not by us.
@@ -377,7 +377,7 @@ class _ClusterSync:
         that exist without any of our markers — never overwrite those by accident."""
         if start.new and (d.kind, d.namespace, d.name) not in self.strangers:
             return _stand_in(d)  # nothing there: the server has nothing to add but its defaults
-        result, _ = self._server_apply(d, dry_run=True, force=self.options.force or self.options.adopt)
+        result = self._server_apply(d, dry_run=True, force=self.options.force or self.options.adopt)
         strangers = other_managers(result) if start.new else []
         if strangers:
             if not self.options.adopt:
@@ -393,6 +393,11 @@ class _ClusterSync:
     def _classify(self, d: DesiredObject, start: _Start, result: dict[str, Any]) -> ObjectChange:
         after = comparable_live(result, declared_fields(d.body))
         paths = [] if start.new else changed_paths(start.before, after)
+        previous = start.previous
+        if start.live is not None and not start.adopting and self.client is not None:
+            # The server's answer says whose fields the apply took (or, dry-run, would take); a
+            # manager that only shares a field with the same value keeps it and is not named.
+            previous = fields_taken(start.live, result)
         if not start.new and not start.adopting and not paths:
             return self._change(
                 d.body, Action.UNCHANGED, d.sources, message="difference normalised away by the API server"
@@ -403,7 +408,7 @@ class _ClusterSync:
             d.sources,
             changed_paths=paths,
             compared=(start.before, after),
-            previous_managers=start.previous,
+            previous_managers=previous,
             written=self.options.apply and not self.options.dry_run,
             message="adopted (was not managed by mesh-reconciler)" if start.adopting else "",
         )
@@ -421,28 +426,21 @@ class _ClusterSync:
             ),
         )
 
-    def _server_apply(
-        self, d: DesiredObject, *, dry_run: bool, force: bool, probe: bool = False
-    ) -> tuple[dict[str, Any], list[str]]:
+    def _server_apply(self, d: DesiredObject, *, dry_run: bool, force: bool) -> dict[str, Any]:
         """One server-side apply, and the one place a 409 (fields owned by another manager) is handled.
 
-        ``probe``: first try without force, so that a take-over (a second, forced request) can name
-        whose fields were taken; without it the single request is forced when ``force`` is set.
-        Returns the server's answer and the managers whose fields were taken over.
+        A single request, forced when ``force`` is set: whose fields it took over is read from the
+        managedFields of the answer (:func:`fields_taken`), not from a non-forced probe first.
         """
         if self.client is None:  # live state from a snapshot: no server to ask
-            return _stand_in(d), []
-        resource = ISTIO_RESOURCES[d.kind]
+            return _stand_in(d)
         try:
-            return self.client.apply(resource, d.body, force=force and not probe, dry_run=dry_run), []
+            return self.client.apply(ISTIO_RESOURCES[d.kind], d.body, force=force, dry_run=dry_run)
         except KubeError as exc:
             if exc.status != 409:
                 raise
             managers = _conflict_managers(exc)
-            if not force:
-                raise _Conflict(managers, _conflict_message(d, exc, managers)) from None
-            log.info("%s: taking over fields from %s", d.ref, ", ".join(managers))
-            return self.client.apply(resource, d.body, force=True, dry_run=dry_run), managers
+            raise _Conflict(managers, _conflict_message(d, exc, managers)) from None
 
     # -- prune -------------------------------------------------------------------------------------
 
@@ -553,6 +551,8 @@ class _Start:
     new: bool
     """No object exists at this name (as far as we know before asking the server)."""
     adopting: bool = False
+    live: dict[str, Any] | None = None
+    """The live object we own (with its managedFields), to tell whose fields the apply took."""
 
 
 class _Conflict(Exception):

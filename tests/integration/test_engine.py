@@ -206,11 +206,15 @@ def test_drift_is_detected_by_diff_and_restored_by_reconcile(
     ]  # only the drifted one
     assert not [r for r in requests_since(fresh, marks, "remote-cluster") if r.verb != "list"]
 
+    marks = mark(fresh)
     restored = reconcile(repo, two_clusters)
     [fixed] = [c for c in restored.all() if c.action is Action.CONFIGURE]
-    assert fixed.previous_managers == ["kubectl-edit"]
+    assert fixed.previous_managers == ["kubectl-edit"]  # read from the answer's managedFields
     dr = live(mgmt, "DestinationRule", "vd-bookinfo-global-gloo-mesh", "istio-system")
     assert dr is not None and dr["spec"]["trafficPolicy"]["outlierDetection"]["interval"] == "5s"
+    # One forced PATCH repairs it: no dry run, no non-forced probe answered with a 409 first.
+    writes = [r for r in requests_since(fresh, marks, "mgmt-cluster") if r.verb == "patch"]
+    assert [(r.resource, r.dry_run, r.code) for r in writes] == [("destinationrules", False, 200)]
 
 
 def test_removing_a_policy_prunes_exactly_its_objects(
@@ -388,6 +392,39 @@ def test_no_force_reports_conflicting_manager(
     forced = reconcile(repo, two_clusters)
     [taken] = [c for c in forced.all() if c.action is Action.CONFIGURE]
     assert taken.previous_managers == ["platform-oncall"]
+
+
+def test_manager_sharing_a_value_is_not_named_as_taken_over(
+    fresh: Clusters, repo: Path, two_clusters: ClusterSource, api_clients: dict[str, ApiClient]
+) -> None:
+    """A manager that holds a field with our value keeps it (shared); only the one whose value we
+    replaced lost a field, and only it is reported as taken over."""
+    reconcile(repo, two_clusters)
+    mgmt = api_clients["mgmt-cluster"]
+    name = "vd-bookinfo-global-gloo-mesh"
+    ours = live(mgmt, "DestinationRule", name, "istio-system")
+    assert ours is not None
+    same = {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule"}
+    meta = {"name": name, "namespace": "istio-system"}
+    kube.apply(
+        mgmt, {**same, "metadata": meta, "spec": {"host": ours["spec"]["host"]}}, field_manager="observer"
+    )
+    kube.apply(
+        mgmt,
+        {**same, "metadata": meta, "spec": {"trafficPolicy": {"outlierDetection": {"interval": "9s"}}}},
+        field_manager="platform-oncall",
+        force=True,
+    )
+    drifted = live(mgmt, "DestinationRule", name, "istio-system")
+    assert drifted is not None
+    assert {m["manager"] for m in drifted["metadata"]["managedFields"]} >= {"observer", "platform-oncall"}
+
+    forced = reconcile(repo, two_clusters)
+    [taken] = [c for c in forced.all() if c.action is Action.CONFIGURE]
+    assert taken.previous_managers == ["platform-oncall"]
+    after = live(mgmt, "DestinationRule", name, "istio-system")
+    assert after is not None and after["spec"]["trafficPolicy"]["outlierDetection"]["interval"] == "5s"
+    assert "observer" in {m["manager"] for m in after["metadata"]["managedFields"]}  # still shares host
 
 
 def test_lease_held_by_another_run_and_stale_lease_taken_over(

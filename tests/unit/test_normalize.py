@@ -10,6 +10,7 @@ from reconciler.engine.normalize import (
     comparable_desired,
     comparable_live,
     declared_fields,
+    fields_taken,
     other_managers,
     owned_fields,
     same_as_live,
@@ -120,3 +121,23 @@ def test_same_as_live_answers_like_the_full_comparison_in_every_case() -> None:
     for name, (live, expected) in cases.items():
         assert _full_comparison(live, DESIRED) is expected, name
         assert same_as_live(live, DESIRED) is expected, name
+
+
+def _managed(*entries: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "managedFields": [{"manager": m, "operation": "Apply", "fieldsV1": f} for m, f in entries]
+        }
+    }
+
+
+def test_fields_taken_names_only_managers_that_lost_a_field() -> None:
+    host = {"f:spec": {"f:host": {}}}
+    interval = {"f:spec": {"f:trafficPolicy": {"f:outlierDetection": {"f:interval": {}}}}}
+    both = {"f:spec": {"f:host": {}, "f:trafficPolicy": {"f:outlierDetection": {"f:interval": {}}}}}
+    before = _managed(("mesh-reconciler", both), ("observer", host), ("oncall", interval), ("hpa", both))
+    after = _managed(("mesh-reconciler", both), ("observer", host), ("hpa", host))
+    # observer shared a value and kept it; oncall lost its only field (entry gone); hpa lost one of two
+    assert fields_taken(before, after) == ["hpa", "oncall"]
+    assert fields_taken(before, before) == []
+    assert fields_taken(_managed(), after) == []  # nobody else held anything before
