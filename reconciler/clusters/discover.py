@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from reconciler.clusters.inventory import (
     ISTIO_CRDS_MISSING,
     ISTIOD_SELECTOR,
@@ -105,11 +107,17 @@ def discover(
             return target, from_cache, None, 0.0
         client = clients[target.name]
         objects: list[dict[str, Any]] = []
+        field_sets: dict[bytes, Any] = {}
         for resource, selector in DISCOVERY_LISTS:
             try:
                 if time.monotonic() - start > cluster_timeout:
                     raise KubeError(0, f"discovery took longer than {cluster_timeout:.0f}s", "Timeout")
-                objects.extend(client.list(resource, label_selector=selector))
+                items = client.list(resource, label_selector=selector)
+                if resource in _OURS:
+                    _share_field_sets(items, field_sets)
+                elif not keep_raw:
+                    _drop_managed_fields(items)
+                objects.extend(items)
             except KubeError as exc:
                 return target, None, _explain(exc, target, resource), time.monotonic() - start
         return target, objects, None, time.monotonic() - start
@@ -130,6 +138,38 @@ def discover(
                 target.name, objects, context=target.context
             )
     return result
+
+
+_OURS = frozenset(ISTIO_RESOURCES.values())
+
+
+# Memory: what a LIST decodes to is most of a pass's peak (at K=1000, ~75 MB for 15 MB of JSON, three
+# clusters listed at once), and ``managedFields`` are about half of it. Both helpers below run as
+# each LIST arrives, so the peak is lowered while the other kinds and clusters are still listed.
+
+
+def _drop_managed_fields(items: list[dict[str, Any]]) -> None:
+    """Forget who manages the nodes, services and endpoints we read: nothing reads it (3.5 of the
+    5.3 MB 1,000 Services decode to). A snapshot (``keep_raw``) keeps objects as they were listed."""
+    for item in items:
+        meta = item.get("metadata")
+        if isinstance(meta, dict):
+            meta.pop("managedFields", None)
+
+
+def _share_field_sets(items: list[dict[str, Any]], shared: dict[bytes, Any]) -> None:
+    """Make equal ``fieldsV1`` sets of our kinds one object (we read them: ownership, drift).
+
+    A field set mirrors the shape of the object it describes, so the thousands of objects one
+    policy kind renders hold a handful of distinct sets, yet each decodes to its own copy (4.7 of
+    the 6.7 MB 1,000 DestinationRules decode to). Field sets are only ever read, never changed in
+    place (:mod:`reconciler.engine.normalize` builds new sets), so sharing them is safe.
+    """
+    for item in items:
+        for entry in (item.get("metadata") or {}).get("managedFields") or []:
+            fields = entry.get("fieldsV1") if isinstance(entry, dict) else None
+            if isinstance(fields, dict):
+                entry["fieldsV1"] = shared.setdefault(msgspec.json.encode(fields), fields)
 
 
 def _explain(exc: KubeError, target: ClusterTarget, resource: Resource) -> str:

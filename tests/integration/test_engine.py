@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,34 @@ def test_discovery_one_list_per_kind_per_cluster(
     assert [(g.address, g.port) for g in mgmt.gateways] == [("172.18.0.10", 15443)]
     assert "cluster-3" not in plan.inventory.clusters  # only the contexts asked for
     assert not any(f.is_error for f in plan.findings)
+
+
+def test_discovery_shares_equal_field_sets_and_a_snapshot_keeps_objects_whole(
+    fresh: Clusters, repo: Path, two_clusters: ClusterSource
+) -> None:
+    """Memory: equal ``fieldsV1`` sets of our objects are one object, and the managedFields of the
+    services we only read are dropped; a snapshot (``keep_raw``) still gets everything as listed."""
+    second = (repo / "bookinfo-global.yaml").read_text().replace("bookinfo-global", "bookinfo-twin")
+    (repo / "bookinfo-twin.yaml").write_text(second.replace("reviews.global", "reviews-twin.global"))
+    reconcile(repo, two_clusters)
+    with build_plan(repo, two_clusters) as plan:
+        managed = plan.inventory.clusters["mgmt-cluster"].managed
+        by_value: dict[str, set[int]] = {}
+        for obj in managed:
+            for entry in obj["metadata"]["managedFields"]:
+                by_value.setdefault(json.dumps(entry["fieldsV1"], sort_keys=True), set()).add(
+                    id(entry["fieldsV1"])
+                )
+        assert all(len(ids) == 1 for ids in by_value.values())
+        assert 0 < len(by_value) < sum(len(o["metadata"]["managedFields"]) for o in managed)  # shared
+        assert plan.discovery is not None
+        diff = sync(plan.desired(), plan.discovery.clients, SyncOptions(apply=False))
+        assert set(actions(diff)) == {"unchanged"}  # and compared exactly as before
+    kept = dataclasses.replace(two_clusters, keep_raw=True)
+    with build_plan(repo, kept) as plan:
+        assert plan.discovery is not None
+        services = [o for o in plan.discovery.raw["mgmt-cluster"] if o["kind"] == "Service"]
+        assert services and all(o["metadata"].get("managedFields") for o in services)
 
 
 def test_every_rendered_object_is_accepted_by_the_real_api_server(
