@@ -243,7 +243,7 @@ class _ClusterSync:
             if reason:
                 outcomes.append((d, current, self._hold(d, current, f"not written: {reason}")))
                 continue
-            stranded = sorted(routed_hosts(d.body) & missing_hosts)
+            stranded = sorted(routed_hosts(d.body) & missing_hosts) if missing_hosts else []
             if stranded:
                 why = f"routes to {', '.join(stranded)}, whose ServiceEntry/DestinationRule is not in this cluster"
                 outcomes.append((d, current, self._hold(d, current, why)))
@@ -348,7 +348,12 @@ class _ClusterSync:
         waiting = sorted(d.depends_on & self.unreachable)
         if waiting:
             return f"depends on unreachable cluster(s) {', '.join(waiting)}"
-        bad = [k for k in sources_of(live) if k in self.protected] if live is not None else []
+        # (parsing every live object's sources annotation is skipped when no policy is invalid)
+        bad = (
+            [k for k in sources_of(live) if k in self.protected]
+            if live is not None and self.protected
+            else []
+        )
         if bad:
             return "source policy " + ", ".join(f"{k}" for k in bad) + " is invalid"
         return ""
