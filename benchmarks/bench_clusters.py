@@ -38,13 +38,13 @@ import json
 import os
 import platform
 import re
+import select
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -224,56 +224,119 @@ class Child:
     stderr: str = field(repr=False)
 
 
+_SPAWNER = r"""
+import json, os, sys, time
+for line in sys.stdin:
+    req = json.loads(line)
+    pids, errors = [], []
+    for cmd, out, err in zip(req["cmds"], req["out"], req["err"]):
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+            (os.POSIX_SPAWN_OPEN, 2, err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+        ]
+        try:
+            pids.append(os.posix_spawnp(cmd[0], cmd, req["env"], file_actions=actions, setsid=True))
+        except OSError as exc:
+            errors.append(f"{cmd[0]}: {exc}")
+    print(json.dumps({"pids": pids, "errors": errors}), flush=True)
+    left = set(pids)
+    while left:
+        pid, status, usage = os.wait4(-1, 0)
+        if pid in left:
+            left.discard(pid)
+            print(json.dumps({"pid": pid, "rc": os.waitstatus_to_exitcode(status), "end": time.monotonic(),
+                              "cpu": usage.ru_utime + usage.ru_stime, "maxrss_kb": usage.ru_maxrss}), flush=True)
+"""
+
+
+class _Spawner:
+    """Starts the measured commands from a small process of its own, and reaps them with ``wait4``.
+
+    Why not from this process: Linux starts a child's peak RSS (``ru_maxrss``) at its parent's RSS
+    (the parent's pages count in the child until ``exec``, and ``exec`` records that high-water
+    mark), so every child of this benchmark -- which holds thousands of manifests and API clients,
+    ~200 MB -- reported at least that. The spawner is a bare ``python -S`` (~10 MB), the floor any
+    child's figure now has. ``CLOCK_MONOTONIC`` is system-wide: its end times compare with ours.
+    """
+
+    _proc: subprocess.Popen[str] | None = None
+
+    @classmethod
+    def run(
+        cls,
+        cmds: Sequence[list[str]],
+        env: Mapping[str, str],
+        outs: list[Path],
+        errs: list[Path],
+        deadline: float,
+    ) -> dict[int, dict[str, Any]]:
+        if cls._proc is None or cls._proc.poll() is not None:
+            cls._proc = subprocess.Popen(
+                [sys.executable, "-S", "-u", "-c", _SPAWNER],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        proc = cls._proc
+        assert proc.stdin is not None and proc.stdout is not None
+        request = {
+            "cmds": [list(c) for c in cmds],
+            "env": dict(env),
+            "out": [str(o) for o in outs],
+            "err": [str(e) for e in errs],
+        }
+        proc.stdin.write(json.dumps(request) + "\n")
+        proc.stdin.flush()
+        started = json.loads(proc.stdout.readline())
+        if started["errors"]:
+            raise RuntimeError(f"cannot start: {'; '.join(started['errors'])}")
+        pids: list[int] = started["pids"]
+        results: dict[int, dict[str, Any]] = {}
+        killed = False
+        while len(results) < len(pids):
+            wait = deadline - time.monotonic() if not killed else 10.0
+            ready, _, _ = select.select([proc.stdout], [], [], max(0.0, wait))
+            if ready:
+                done = json.loads(proc.stdout.readline())
+                results[done["pid"]] = done
+            elif not killed:  # past the deadline: kill every process group, then collect them
+                killed = True
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(pid, signal.SIGKILL)
+            else:
+                raise RuntimeError("the spawner lost track of killed children")
+        if killed:
+            raise TimeoutError(f"{[' '.join(c[:3]) for c in cmds]} did not finish in time")
+        return {pid: results[pid] for pid in pids}
+
+
 def run_children(
     cmds: Sequence[list[str]], *, timeout: float, env: Mapping[str, str] | None = None
 ) -> list[Child]:
     """Start ``cmds`` at once and reap each with ``os.wait4`` (its exact CPU and peak RSS, including
-    the descendants it waited for, e.g. git). Bounded: past ``timeout`` the process groups are killed."""
+    the descendants it waited for, e.g. git), from :class:`_Spawner`. Bounded: past ``timeout``
+    the process groups are killed."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-child-"))
     full_env = {**os.environ, **GIT_ENV, "RECONCILER_LOG_FORMAT": "json", **(env or {})}
     try:
-        procs: list[tuple[subprocess.Popen[bytes], Path, Path]] = []
-        results: dict[int, tuple[int, float, Any]] = {}
+        outs = [tmp / f"{n}.out" for n in range(len(cmds))]
+        errs = [tmp / f"{n}.err" for n in range(len(cmds))]
         start = time.monotonic()
-        for n, cmd in enumerate(cmds):
-            out, err = tmp / f"{n}.out", tmp / f"{n}.err"
-            with open(out, "wb") as fo, open(err, "wb") as fe:
-                proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=full_env, start_new_session=True)
-            procs.append((proc, out, err))
-
-        def reap(proc: subprocess.Popen[bytes]) -> None:
-            _, status, usage = os.wait4(proc.pid, 0)
-            results[proc.pid] = (os.waitstatus_to_exitcode(status), time.monotonic(), usage)
-            proc.returncode = results[proc.pid][0]  # reaped here: keep Popen from waiting again
-
-        threads = [threading.Thread(target=reap, args=(p,), daemon=True) for p, _, _ in procs]
-        for t in threads:
-            t.start()
-        deadline = start + timeout
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        if any(t.is_alive() for t in threads):
-            for proc, _, _ in procs:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-            for t in threads:
-                t.join(10)
-            raise TimeoutError(f"{[' '.join(c[:3]) for c in cmds]} did not finish within {timeout:.0f}s")
-        children = []
-        for (proc, out, err), cmd in zip(procs, cmds, strict=True):
-            rc, end, usage = results[proc.pid]
-            children.append(
-                Child(
-                    cmd=list(cmd),
-                    rc=rc,
-                    wall=end - start,
-                    cpu=usage.ru_utime + usage.ru_stime,
-                    maxrss_mb=usage.ru_maxrss / 1024,
-                    stdout=out.read_text(errors="replace"),
-                    stderr=err.read_text(errors="replace"),
-                )
+        results = _Spawner.run(cmds, full_env, outs, errs, start + timeout)
+        return [
+            Child(
+                cmd=list(cmd),
+                rc=done["rc"],
+                wall=done["end"] - start,
+                cpu=done["cpu"],
+                maxrss_mb=done["maxrss_kb"] / 1024,
+                stdout=out.read_text(errors="replace"),
+                stderr=err.read_text(errors="replace"),
             )
-        return children
+            for done, cmd, out, err in zip(results.values(), cmds, outs, errs, strict=True)
+        ]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

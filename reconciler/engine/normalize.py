@@ -115,10 +115,37 @@ def same_as_live(live: dict[str, Any], desired: dict[str, Any]) -> bool:
     merge adds nothing, and the full projection is that same view. Only when the cheap views differ
     is the full one built (drift by another manager, a field we no longer declare, a real change).
     """
+    if _exactly_as_declared(live, desired):
+        return True
+    if "spec" in desired and live.get("spec") == desired["spec"]:
+        # The spec as the server holds it is exactly the one we declare (no defaults, no one
+        # else's field in it): projected on any set of fields that includes every declared one,
+        # it is that spec again, so only the identity and the metadata are left to compare. This
+        # skips projecting the spec, most of the cost of comparing an unchanged object.
+        live, desired = _without_spec(live), _without_spec(desired)
     want = comparable_desired(desired)
     if comparable_live(live) == want:
         return True
     return not changed_paths(comparable_live(live, declared_fields(desired)), want)
+
+
+def _exactly_as_declared(live: dict[str, Any], desired: dict[str, Any]) -> bool:
+    """The live object holds exactly what ``desired`` declares, and nothing anyone else added to
+    the fields we compare (the common case: only we write our objects). Then every projection of
+    it that keeps the declared fields is ``desired`` itself, so it is unchanged, without building
+    one. A label or annotation map present but empty on one side only is left to the full view."""
+    if live.get("spec") != desired.get("spec") or any(live.get(k) != desired.get(k) for k in IDENTITY_FIELDS):
+        return False
+    live_meta, meta = live.get("metadata") or {}, desired.get("metadata") or {}
+    for key in ("name", "namespace", "labels", "annotations"):
+        value = meta.get(key)
+        if live_meta.get(key) != value or (not value and key in live_meta):
+            return False
+    return True
+
+
+def _without_spec(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k != "spec"}
 
 
 def changed_paths(before: dict[str, Any], after: dict[str, Any]) -> list[str]:

@@ -110,7 +110,21 @@ def test_same_as_live_answers_like_the_full_comparison_in_every_case() -> None:
     foreign["metadata"]["managedFields"] = []
     foreign_changed = copy.deepcopy(foreign)
     foreign_changed["spec"]["host"] = "b.global"
+    # The spec exactly as declared (no one else's field in it), and only the metadata differs.
+    exact = live_from(DESIRED)
+    exact["metadata"]["labels"].pop("team")
+    exact_relabelled = copy.deepcopy(exact)
+    exact_relabelled["metadata"]["labels"]["app.kubernetes.io/managed-by"] = "helm"
+    exact_old_annotation = copy.deepcopy(exact)  # an annotation we set before and no longer declare
+    exact_old_annotation["metadata"]["annotations"] = {"mesh-reconciler.io/old": "x"}
+    exact_old_annotation["metadata"]["managedFields"][0]["fieldsV1"] = declared_fields(exact_old_annotation)
+    exact_other_annotation = copy.deepcopy(exact)  # someone else's annotation: not a difference
+    exact_other_annotation["metadata"]["annotations"] = {"team": "payments"}
     cases = {
+        "spec exactly as declared": (exact, True),
+        "spec exactly as declared, our label changed": (exact_relabelled, False),
+        "spec exactly as declared, annotation no longer declared": (exact_old_annotation, False),
+        "spec exactly as declared, another manager's annotation": (exact_other_annotation, True),
         "unchanged": (unchanged, True),
         "taken, same value": (taken_same, True),
         "taken, changed": (taken_changed, False),
