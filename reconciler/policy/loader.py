@@ -71,6 +71,11 @@ class Loaded(Generic[P]):
         """(cached: translation and status ask for it hundreds of thousands of times at scale)"""
         return ObjectKey(self.obj.kind, self.obj.namespace, self.obj.name)
 
+    @functools.cached_property
+    def api_version(self) -> str:
+        """(cached like :attr:`key`: a status report names it, and need not load the model for it)"""
+        return self.obj.api_version
+
     def location_of(self, path: FieldPath) -> Location:
         """Best location for a field path: the field itself, else its closest ancestor."""
         return _locate(self.positions, path, self.location)
@@ -89,6 +94,7 @@ class Loaded(Generic[P]):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["key"] = self.key  # computed now, so that listing keys never loads a model
+        state["api_version"] = self.api_version  # ... nor writing a status report
         obj = state.pop("obj", None)
         if obj is not None:
             state[_OBJ_PICKLE] = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)

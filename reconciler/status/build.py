@@ -52,7 +52,7 @@ _REF_CODES = frozenset({"RefNotFound", "RefInvalid", "MeshNotFound"})
 def _api_version(policies: PolicySet, key: ObjectKey, previous: StatusDoc | None) -> str:
     policy = policies.get(key)
     if policy is not None:
-        return policy.obj.api_version
+        return policy.api_version
     if previous and isinstance(previous.get("apiVersion"), str):
         return str(previous["apiVersion"])
     model = POLICY_KINDS.get(key.kind)

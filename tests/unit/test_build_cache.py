@@ -20,6 +20,7 @@ from reconciler.clusters.inventory import ClusterState, Endpoint, Inventory, Ser
 from reconciler.commands.app import app
 from reconciler.locality import Locality
 from reconciler.plan import ClusterSource, Plan, build_plan
+from reconciler.status.build import build_status
 
 REPO = Path(__file__).resolve().parents[2]
 STATE = REPO / "tests" / "golden" / "state" / "three-regions"
@@ -286,6 +287,12 @@ def test_a_reused_build_loads_a_policy_model_only_when_it_is_read(work: Path) ->
     policies = reused.policies.policies
     assert [p.key for p in policies] == [p.key for p in built.policies.policies]
     assert not any("obj" in vars(p) for p in policies)  # keys listed, no model loaded
+    # A status report rebuilt for every policy (a pass that changed something) loads none either.
+    docs = build_status(reused.policies, reused.translation, None, reused.inventory, "c0ffee")
+    assert {k: d["apiVersion"] for k, d in docs.items()} == {
+        p.key: p.obj.api_version for p in built.policies.policies
+    }
+    assert not any("obj" in vars(p) for p in policies)
     first = policies[0]
     assert first.obj.model_dump() == built.policies.policies[0].obj.model_dump()
     assert "obj" in vars(first) and not any("obj" in vars(p) for p in policies[1:])
