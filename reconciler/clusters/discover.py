@@ -113,7 +113,8 @@ def discover(
                 if time.monotonic() - start > cluster_timeout:
                     raise KubeError(0, f"discovery took longer than {cluster_timeout:.0f}s", "Timeout")
                 items = client.list(resource, label_selector=selector)
-                if resource in _OURS:
+                # (a snapshot, keep_raw, writes objects as listed: shared sets would be YAML aliases)
+                if not keep_raw and resource in _OURS:
                     _share_field_sets(items, field_sets)
                 elif not keep_raw:
                     _drop_managed_fields(items)
@@ -150,7 +151,7 @@ _OURS = frozenset(ISTIO_RESOURCES.values())
 
 def _drop_managed_fields(items: list[dict[str, Any]]) -> None:
     """Forget who manages the nodes, services and endpoints we read: nothing reads it (3.5 of the
-    5.3 MB 1,000 Services decode to). A snapshot (``keep_raw``) keeps objects as they were listed."""
+    5.3 MB 1,000 Services decode to)."""
     for item in items:
         meta = item.get("metadata")
         if isinstance(meta, dict):

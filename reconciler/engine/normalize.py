@@ -117,7 +117,7 @@ def same_as_live(live: dict[str, Any], desired: dict[str, Any]) -> bool:
     """
     if _exactly_as_declared(live, desired):
         return True
-    if "spec" in desired and live.get("spec") == desired["spec"]:
+    if "spec" in desired and "spec" in live and live["spec"] == desired["spec"]:
         # The spec as the server holds it is exactly the one we declare (no defaults, no one
         # else's field in it): projected on any set of fields that includes every declared one,
         # it is that spec again, so only the identity and the metadata are left to compare. This
@@ -134,7 +134,9 @@ def _exactly_as_declared(live: dict[str, Any], desired: dict[str, Any]) -> bool:
     the fields we compare (the common case: only we write our objects). Then every projection of
     it that keeps the declared fields is ``desired`` itself, so it is unchanged, without building
     one. A label or annotation map present but empty on one side only is left to the full view."""
-    if live.get("spec") != desired.get("spec") or any(live.get(k) != desired.get(k) for k in IDENTITY_FIELDS):
+    if ("spec" in live) != ("spec" in desired) or live.get("spec") != desired.get("spec"):
+        return False
+    if any(live.get(k) != desired.get(k) for k in IDENTITY_FIELDS):
         return False
     live_meta, meta = live.get("metadata") or {}, desired.get("metadata") or {}
     for key in ("name", "namespace", "labels", "annotations"):
@@ -186,33 +188,57 @@ def field_owners(obj: dict[str, Any], declared: dict[str, Any], manager: str = F
     return sorted(names)
 
 
-def fields_taken(before: dict[str, Any], after: dict[str, Any], manager: str = FIELD_MANAGER) -> list[str]:
-    """Managers other than ours that own fewer fields in ``after`` than in ``before``.
+def fields_taken(
+    before: dict[str, Any], after: dict[str, Any], declared: dict[str, Any], manager: str = FIELD_MANAGER
+) -> list[str]:
+    """Managers other than ours that own fewer of the ``declared`` fields in ``after`` than in ``before``.
 
-    ``after`` is the server's answer to our forced apply of ``before``: the API server removes a
-    field from every other manager that held it with a *different* value (taken over) and leaves it
-    with one that held the same value (shared). So the managers that lost a field are exactly the
-    ones a non-forced apply would have named in its 409, without sending that second request.
+    ``after`` is the server's answer to our forced apply of ``declared`` onto ``before``: the API
+    server removes a field from every other manager that held it with a *different* value (taken
+    over) and leaves it with one that held the same value (shared). So the managers that lost a
+    declared field are exactly the ones a non-forced apply would have named in its 409, without
+    sending that second request. Only declared fields of the main resource count: a manager can
+    lose other fields between our LIST and our apply for reasons of its own (istiod rewriting a
+    ``status`` condition), and that is not ours to report.
     """
 
     def owned(obj: dict[str, Any]) -> dict[str, set[tuple[str, ...]]]:
         out: dict[str, set[tuple[str, ...]]] = {}
         for entry in (obj.get("metadata") or {}).get("managedFields") or []:
             name = entry.get("manager")
-            if name and name != manager:
+            if name and name != manager and not entry.get("subresource"):
                 _paths(entry.get("fieldsV1") or {}, (), out.setdefault(str(name), set()))
         return out
 
     had, has = owned(before), owned(after)
-    return sorted(name for name, paths in had.items() if not paths <= has.get(name, set()))
+    return sorted(
+        name
+        for name, paths in had.items()
+        if any(_declares(declared, path) for path in paths - has.get(name, set()))
+    )
+
+
+def _declares(declared: dict[str, Any], path: tuple[str, ...]) -> bool:
+    """Whether a ``fieldsV1`` path lies within the ``declared`` set (an empty set below a field
+    means the whole value: lists, and maps we set as a whole)."""
+    node = declared
+    for key in path:
+        if not node:
+            return True
+        if key not in node:
+            return False
+        node = node[key]
+    return True
 
 
 def _paths(fields: dict[str, Any], prefix: tuple[str, ...], out: set[tuple[str, ...]]) -> None:
+    """The leaves of a ``fieldsV1`` set: the fields owned (a parent is only their path)."""
     for key, value in fields.items():
         path = (*prefix, key)
-        out.add(path)
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:
             _paths(value, path, out)
+        else:
+            out.add(path)
 
 
 def other_managers(obj: dict[str, Any], manager: str = FIELD_MANAGER) -> list[str]:

@@ -329,9 +329,10 @@ class _ClusterSync:
                     return confirmed
                 result = confirmed
             if self.options.apply:
-                result = self._server_apply(
-                    d, dry_run=self.options.dry_run, force=self.options.force or start.adopting
-                )
+                # A new object is created unforced: nobody else holds a field of it, and if someone
+                # created it since the cluster was listed, their fields answer 409 and it stays theirs.
+                force = (self.options.force and not start.new) or start.adopting
+                result = self._server_apply(d, dry_run=self.options.dry_run, force=force, new=start.new)
         except _Conflict as exc:
             return self._change(
                 d.body, Action.CONFLICT, d.sources, previous_managers=exc.managers, message=exc.message
@@ -396,13 +397,25 @@ class _ClusterSync:
         return result
 
     def _classify(self, d: DesiredObject, start: _Start, result: dict[str, Any]) -> ObjectChange:
-        after = comparable_live(result, declared_fields(d.body))
+        declared = declared_fields(d.body)
+        after = comparable_live(result, declared)
         paths = [] if start.new else changed_paths(start.before, after)
         previous = start.previous
+        message = "adopted (was not managed by mesh-reconciler)" if start.adopting else ""
         if start.live is not None and not start.adopting and self.client is not None:
             # The server's answer says whose fields the apply took (or, dry-run, would take); a
             # manager that only shares a field with the same value keeps it and is not named.
-            previous = fields_taken(start.live, result)
+            previous = fields_taken(start.live, result, declared)
+        elif start.new and self.client is not None and other_managers(result):
+            # Created by someone else between our LIST and our (unforced) apply, with no field in
+            # conflict with ours: the apply merged into their object. Say so rather than "created".
+            previous = other_managers(result)
+            start.new = False
+            paths = changed_paths({}, after)
+            message = (
+                f"existed already: created by {', '.join(previous)} after this cluster was listed; "
+                "our fields were merged into it"
+            )
         if not start.new and not start.adopting and not paths:
             return self._change(
                 d.body, Action.UNCHANGED, d.sources, message="difference normalised away by the API server"
@@ -415,7 +428,7 @@ class _ClusterSync:
             compared=(start.before, after),
             previous_managers=previous,
             written=self.options.apply and not self.options.dry_run,
-            message="adopted (was not managed by mesh-reconciler)" if start.adopting else "",
+            message=message,
         )
 
     def _not_ours(self, d: DesiredObject, managers: list[str], why: str) -> ObjectChange:
@@ -431,7 +444,9 @@ class _ClusterSync:
             ),
         )
 
-    def _server_apply(self, d: DesiredObject, *, dry_run: bool, force: bool) -> dict[str, Any]:
+    def _server_apply(
+        self, d: DesiredObject, *, dry_run: bool, force: bool, new: bool = False
+    ) -> dict[str, Any]:
         """One server-side apply, and the one place a 409 (fields owned by another manager) is handled.
 
         A single request, forced when ``force`` is set: whose fields it took over is read from the
@@ -445,7 +460,7 @@ class _ClusterSync:
             if exc.status != 409:
                 raise
             managers = _conflict_managers(exc)
-            raise _Conflict(managers, _conflict_message(d, exc, managers)) from None
+            raise _Conflict(managers, _conflict_message(d, exc, managers, new=new)) from None
 
     # -- prune -------------------------------------------------------------------------------------
 
@@ -574,12 +589,18 @@ def _conflict_managers(exc: KubeError) -> list[str]:
     return sorted(names)
 
 
-def _conflict_message(d: DesiredObject, exc: KubeError, managers: list[str]) -> str:
+def _conflict_message(d: DesiredObject, exc: KubeError, managers: list[str], *, new: bool = False) -> str:
     fields = sorted({str(c.get("field", "")) for c in exc.details.get("causes") or [] if c.get("field")})
-    return (
+    owned = (
         f"{d.kind} {d.namespace}/{d.name}: fields {', '.join(fields) or '(some)'} are owned by "
-        f"{', '.join(managers) or 'another manager'}; not taken over because of --no-force"
+        f"{', '.join(managers) or 'another manager'}"
     )
+    if new:
+        return (
+            f"{owned}: it was created by someone else after this cluster was listed and is left alone "
+            "— rename the policy's object or rerun with --adopt to take it over"
+        )
+    return f"{owned}; not taken over because of --no-force"
 
 
 def _stand_in(d: DesiredObject) -> dict[str, Any]:

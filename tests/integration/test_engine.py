@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +24,13 @@ from reconciler.findings import ObjectKey
 from reconciler.plan import ClusterSource, build_plan
 from reconciler.reconcile import run_pass
 from reconciler.translate.result import DesiredObject
+from reconciler.yamlio import to_yaml
 from tests.integration.conftest import TWO
 
 pytestmark = pytest.mark.integration
 
 ISTIO_PLURALS = {r.plural for r in ISTIO_RESOURCES.values()}
+ISTIO_KINDS = set(ISTIO_RESOURCES)
 DISCOVERY_PLURALS = {"nodes", "services", "endpointslices", "deployments"} | ISTIO_PLURALS
 
 
@@ -104,6 +108,10 @@ def test_discovery_shares_equal_field_sets_and_a_snapshot_keeps_objects_whole(
         assert plan.discovery is not None
         services = [o for o in plan.discovery.raw["mgmt-cluster"] if o["kind"] == "Service"]
         assert services and all(o["metadata"].get("managedFields") for o in services)
+        ours = [o for o in plan.discovery.raw["mgmt-cluster"] if o["kind"] in ISTIO_KINDS]
+        sets = [e["fieldsV1"] for o in ours for e in o["metadata"]["managedFields"]]
+        assert len({id(s) for s in sets}) == len(sets)  # as listed: a snapshot writes no YAML aliases
+        assert "&id" not in to_yaml(ours)
 
 
 def test_every_rendered_object_is_accepted_by_the_real_api_server(
@@ -455,6 +463,59 @@ def test_manager_sharing_a_value_is_not_named_as_taken_over(
     after = live(mgmt, "DestinationRule", name, "istio-system")
     assert after is not None and after["spec"]["trafficPolicy"]["outlierDetection"]["interval"] == "5s"
     assert "observer" in {m["manager"] for m in after["metadata"]["managedFields"]}  # still shares host
+
+
+def _created_during_sync(api: ApiClient, obj: dict[str, Any]) -> Callable[[], str]:
+    """A ``stop`` hook that creates ``obj`` (as another manager) the first time the engine asks it:
+    after sync listed the names in use (``_strangers``), before any object's apply — the window a
+    concurrent ``kubectl apply`` or Helm release can hit."""
+    lock, done = threading.Lock(), []
+
+    def hook() -> str:
+        with lock:
+            if not done:
+                done.append(kube.apply(api, obj, field_manager="helm"))
+        return ""
+
+    return hook
+
+
+@pytest.mark.parametrize("conflicting", [True, False], ids=["conflicting", "disjoint"])
+def test_object_created_by_someone_else_after_listing_is_not_silently_taken(
+    fresh: Clusters,
+    repo: Path,
+    two_clusters: ClusterSource,
+    api_clients: dict[str, ApiClient],
+    conflicting: bool,
+) -> None:
+    """A new object is created with an unforced apply: if someone created it since we listed, a
+    field of theirs that differs from ours answers 409 and their object stays as it is; one with no
+    field in conflict is merged into and reported as such, never as "created"."""
+    mgmt = api_clients["mgmt-cluster"]
+    spec: dict[str, Any] = {"exportTo": ["."]}
+    if conflicting:
+        spec["http"] = [{"route": [{"destination": {"host": "reviews"}}]}]
+    theirs = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "reviews", "namespace": "bookinfo"},
+        "spec": spec,
+    }
+    with build_plan(repo, two_clusters) as plan:
+        assert plan.discovery is not None
+        hook = _created_during_sync(mgmt, theirs)
+        changes = sync(plan.desired(), plan.discovery.clients, SyncOptions(apply=True), stop=hook)
+    [vs] = [c for c in changes.all() if (c.cluster, c.kind) == ("mgmt-cluster", "VirtualService")]
+    after = live(mgmt, "VirtualService", "reviews", "bookinfo")
+    assert after is not None
+    if conflicting:
+        assert vs.action is Action.CONFLICT and vs.previous_managers == ["helm"]
+        assert "created by someone else after this cluster was listed" in vs.message
+        assert after["spec"] == spec and MANAGED_BY_LABEL not in (after["metadata"].get("labels") or {})
+    else:
+        assert vs.action is Action.CONFIGURE and vs.previous_managers == ["helm"]
+        assert vs.message.startswith("existed already: created by helm")
+        assert after["spec"]["exportTo"] == ["."] and after["spec"]["http"]  # theirs and ours
 
 
 def test_lease_held_by_another_run_and_stale_lease_taken_over(

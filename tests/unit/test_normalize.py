@@ -145,13 +145,26 @@ def _managed(*entries: tuple[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def test_fields_taken_names_only_managers_that_lost_a_field() -> None:
+def test_fields_taken_names_only_managers_that_lost_a_declared_field() -> None:
     host = {"f:spec": {"f:host": {}}}
     interval = {"f:spec": {"f:trafficPolicy": {"f:outlierDetection": {"f:interval": {}}}}}
     both = {"f:spec": {"f:host": {}, "f:trafficPolicy": {"f:outlierDetection": {"f:interval": {}}}}}
+    declared = declared_fields(DESIRED)
     before = _managed(("mesh-reconciler", both), ("observer", host), ("oncall", interval), ("hpa", both))
     after = _managed(("mesh-reconciler", both), ("observer", host), ("hpa", host))
     # observer shared a value and kept it; oncall lost its only field (entry gone); hpa lost one of two
-    assert fields_taken(before, after) == ["hpa", "oncall"]
-    assert fields_taken(before, before) == []
-    assert fields_taken(_managed(), after) == []  # nobody else held anything before
+    assert fields_taken(before, after, declared) == ["hpa", "oncall"]
+    assert fields_taken(before, before, declared) == []
+    assert fields_taken(_managed(), after, declared) == []  # nobody else held anything before
+
+    # Fields we do not declare, and a status subresource, may change between our LIST and our
+    # apply for reasons of their own: losing them is not a take-over.
+    export = {"f:spec": {"f:exportTo": {}}}
+    status = {"f:status": {"f:conditions": {'k:{"type":"Ready"}': {".": {}, "f:status": {}}}}}
+    before = _managed(("kubectl-edit", export), ("pilot-discovery", status))
+    before["metadata"]["managedFields"][1]["subresource"] = "status"
+    assert fields_taken(before, _managed(), declared) == []
+    # A list we declare is atomic: losing an entry-level path inside it is losing the list.
+    route = {"f:spec": {"f:http": {}}}
+    vs_declared = {"f:spec": {"f:hosts": {}, "f:http": {}}}
+    assert fields_taken(_managed(("helm", route)), _managed(), vs_declared) == ["helm"]
