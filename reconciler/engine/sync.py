@@ -406,6 +406,8 @@ class _ClusterSync:
             # The server's answer says whose fields the apply took (or, dry-run, would take); a
             # manager that only shares a field with the same value keeps it and is not named.
             previous = fields_taken(start.live, result, declared)
+            if previous and self.options.apply:
+                log.info("%s: took over fields from %s", d.ref, ", ".join(previous))
         elif start.new and self.client is not None and other_managers(result):
             # Created by someone else between our LIST and our (unforced) apply, with no field in
             # conflict with ours: the apply merged into their object. Say so rather than "created".

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import logging
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -433,7 +434,11 @@ def test_no_force_reports_conflicting_manager(
 
 
 def test_manager_sharing_a_value_is_not_named_as_taken_over(
-    fresh: Clusters, repo: Path, two_clusters: ClusterSource, api_clients: dict[str, ApiClient]
+    fresh: Clusters,
+    repo: Path,
+    two_clusters: ClusterSource,
+    api_clients: dict[str, ApiClient],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A manager that holds a field with our value keeps it (shared); only the one whose value we
     replaced lost a field, and only it is reported as taken over."""
@@ -457,9 +462,12 @@ def test_manager_sharing_a_value_is_not_named_as_taken_over(
     assert drifted is not None
     assert {m["manager"] for m in drifted["metadata"]["managedFields"]} >= {"observer", "platform-oncall"}
 
-    forced = reconcile(repo, two_clusters)
+    with caplog.at_level(logging.INFO, logger="reconciler.engine.sync"):
+        forced = reconcile(repo, two_clusters)
     [taken] = [c for c in forced.all() if c.action is Action.CONFIGURE]
     assert taken.previous_managers == ["platform-oncall"]
+    [line] = [r.getMessage() for r in caplog.records if "took over fields" in r.getMessage()]
+    assert name in line and line.endswith("took over fields from platform-oncall")
     after = live(mgmt, "DestinationRule", name, "istio-system")
     assert after is not None and after["spec"]["trafficPolicy"]["outlierDetection"]["interval"] == "5s"
     assert "observer" in {m["manager"] for m in after["metadata"]["managedFields"]}  # still shares host
