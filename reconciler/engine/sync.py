@@ -407,7 +407,14 @@ class _ClusterSync:
             # manager that only shares a field with the same value keeps it and is not named.
             previous = fields_taken(start.live, result, declared)
             if previous and self.options.apply:
-                log.info("%s: took over fields from %s", d.ref, ", ".join(previous))
+                log.info(
+                    "%s %s/%s in %s: took over fields from %s",
+                    d.kind,
+                    d.namespace,
+                    d.name,
+                    self.state.name,
+                    ", ".join(previous),
+                )
         elif start.new and self.client is not None and other_managers(result):
             # Created by someone else between our LIST and our (unforced) apply, with no field in
             # conflict with ours: the apply merged into their object. Say so rather than "created".
