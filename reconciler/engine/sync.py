@@ -415,10 +415,10 @@ class _ClusterSync:
                     self.state.name,
                     ", ".join(previous),
                 )
-        elif start.new and self.client is not None and other_managers(result):
+        elif start.new and self.client is not None and (found := other_managers(result)):
             # Created by someone else between our LIST and our (unforced) apply, with no field in
             # conflict with ours: the apply merged into their object. Say so rather than "created".
-            previous = other_managers(result)
+            previous = found
             start.new = False
             paths = changed_paths({}, after)
             message = (
