@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ __all__ = ["to_yaml", "to_yaml_stream"]  # re-exported for the commands' printin
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.text import Text
 
     from reconciler.dataplane.explain import Explanation
     from reconciler.policy import PolicySet
@@ -279,45 +280,76 @@ _ACTIONS = ("created", "configured", "pruned", "unchanged", "held", "conflict", 
 
 def print_changeset(console: Console, changes: ChangeSet, *, show_diff: bool = True) -> None:
     """kubectl/flux-style human view: per cluster, per object, a coloured unified diff and counts."""
+    from rich.text import Text
+
+    line = _line_printer(console)
     styles = {"+": "green", "-": "red", "@": "cyan"}
     for name in sorted(changes.clusters):
         result = changes.clusters[name]
         if not result.reachable:
-            console.print(
-                f"[bold]cluster {escape(name)}[/bold]: [red]unreachable[/red]: {escape(result.error or '')}"
+            line(
+                Text.assemble(
+                    (f"cluster {name}", "bold"), ": ", ("unreachable", "red"), f": {result.error or ''}"
+                )
             )
             continue
         counts = result.counts()
         summary = (
             ", ".join(f"{Action(a).symbol} {counts[a]} {a}" for a in _ACTIONS if counts[a]) or "no objects"
         )
-        console.print(f"[bold]cluster {escape(name)}[/bold]: {summary}")
+        line(Text.assemble((f"cluster {name}", "bold"), f": {summary}"))
         for change in result.changes:
             if change.action is Action.UNCHANGED:
                 continue
             colour = {"created": "green", "configured": "yellow", "pruned": "red"}.get(
                 change.action.value, "magenta"
             )
-            line = f"  [{colour}]{change.action.symbol} {change.action.value}[/{colour}] {escape(change.ref)}"
-            if change.changed_paths:
-                line += escape(f"  ({', '.join(change.changed_paths)})")
-            console.print(line)
+            paths = f"  ({', '.join(change.changed_paths)})" if change.changed_paths else ""
+            line(
+                Text.assemble(
+                    "  ", (f"{change.action.symbol} {change.action.value}", colour), f" {change.ref}{paths}"
+                )
+            )
             if change.message:
-                console.print(f"      {escape(change.message)}")
+                line(Text(f"      {change.message}"))
             if change.previous_managers and change.action.is_difference:
-                console.print(f"      fields taken over from: {escape(', '.join(change.previous_managers))}")
-            if show_diff and change.diff:
-                for text in change.diff.splitlines():
-                    style = styles.get(text[:1]) if not text.startswith(("+++", "---")) else "bold"
-                    console.print(
-                        f"      [{style}]{escape(text)}[/{style}]" if style else f"      {escape(text)}"
-                    )
+                line(Text(f"      fields taken over from: {', '.join(change.previous_managers)}"))
+            diff = change.diff if show_diff else ""  # rendered on each read: read once
+            if diff:
+                text = Text()
+                for i, row in enumerate(diff.splitlines()):
+                    style = styles.get(row[:1]) if not row.startswith(("+++", "---")) else "bold"
+                    text.append(f"\n      {row}" if i else f"      {row}", style or "")
+                line(text)
         for note in result.notes:
-            console.print(f"  [red]{escape(note)}[/red]")
+            line(Text(f"  {note}", "red"))
     total = changes.counts()
-    console.print(
-        "total: " + ", ".join(f"{total[a]} {a}" for a in _ACTIONS) + (" (dry run)" if changes.dry_run else "")
+    line(
+        Text(
+            "total: "
+            + ", ".join(f"{total[a]} {a}" for a in _ACTIONS)
+            + (" (dry run)" if changes.dry_run else "")
+        )
     )
+
+
+def _line_printer(console: Console) -> Callable[[Text], None]:
+    """How :func:`print_changeset` prints a line: through rich when it has colours to add, else as
+    plain text straight to the console's file.
+
+    A first sync's change set is a quarter of a million diff lines at K=1000, and rich renders one
+    in ~0.07 ms: 20 s of CPU for a CronJob's log, where rich adds nothing (not a terminal, so no
+    colours). Plain text is also exactly what was given: rich would still have replaced
+    ``:emoji_codes:`` inside a YAML value.
+    """
+    if console.color_system is not None or console.record:
+        return console.print
+    file = console.file
+
+    def write(text: Text) -> None:
+        file.write(text.plain + "\n")
+
+    return write
 
 
 def print_diff(changes: ChangeSet, fmt: OutputFormat | DiffFormat) -> None:
