@@ -476,7 +476,8 @@ def test_manager_sharing_a_value_is_not_named_as_taken_over(
 def _created_during_sync(api: ApiClient, obj: dict[str, Any]) -> Callable[[], str]:
     """A ``stop`` hook that creates ``obj`` (as another manager) the first time the engine asks it:
     after sync listed the names in use (``_strangers``), before any object's apply — the window a
-    concurrent ``kubectl apply`` or Helm release can hit."""
+    concurrent ``kubectl apply`` or Helm release can hit. Sync one cluster with it: every cluster's
+    worker asks ``stop``, each after listing its own names only."""
     lock, done = threading.Lock(), []
 
     def hook() -> str:
@@ -512,7 +513,10 @@ def test_object_created_by_someone_else_after_listing_is_not_silently_taken(
     with build_plan(repo, two_clusters) as plan:
         assert plan.discovery is not None
         hook = _created_during_sync(mgmt, theirs)
-        changes = sync(plan.desired(), plan.discovery.clients, SyncOptions(apply=True), stop=hook)
+        # Only mgmt-cluster is synced: its worker asks ``stop`` only after listing its own names,
+        # while another cluster's worker could ask first, before that LIST (a race, seen under load).
+        only_mgmt = SyncOptions(apply=True, cluster_filter={"mgmt-cluster"})
+        changes = sync(plan.desired(), plan.discovery.clients, only_mgmt, stop=hook)
     [vs] = [c for c in changes.all() if (c.cluster, c.kind) == ("mgmt-cluster", "VirtualService")]
     after = live(mgmt, "VirtualService", "reviews", "bookinfo")
     assert after is not None
