@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -277,8 +277,11 @@ def print_bootstrap(result: Explanation, bootstrap: Mapping[str, Any], fmt: Boot
 _ACTIONS = ("created", "configured", "pruned", "unchanged", "held", "conflict", "failed")
 
 
-def print_changeset(console: Console, changes: ChangeSet, *, show_diff: bool = True) -> None:
-    """kubectl/flux-style human view: per cluster, per object, a coloured unified diff and counts."""
+def print_changeset(
+    console: Console, changes: ChangeSet, *, diffs: Container[Action] = frozenset(Action)
+) -> None:
+    """kubectl/flux-style human view: per cluster, a line per object that is not unchanged (with
+    the unified diff of those whose action is in ``diffs``), and counts."""
     line = _line_printer(console)
     styles = {"+": "green", "-": "red", "@": "cyan"}
     for name in sorted(changes.clusters):
@@ -303,7 +306,7 @@ def print_changeset(console: Console, changes: ChangeSet, *, show_diff: bool = T
                 line(f"      {change.message}")
             if change.previous_managers and change.action.is_difference:
                 line(f"      fields taken over from: {', '.join(change.previous_managers)}")
-            diff = change.diff if show_diff else ""  # rendered on each read: read once
+            diff = change.diff if change.action in diffs else ""  # rendered on each read: read once
             if diff:
                 rows = diff.splitlines()
                 line(
@@ -412,6 +415,13 @@ def _diff_item(change: ObjectChange) -> str:
     return line + "\n\n" + "".join(f"  {ln}\n" if ln else "\n" for ln in block.splitlines()) + "\n"
 
 
+RECONCILE_DIFFS = frozenset({Action.CONFIGURE})
+"""The changes ``reconcile`` prints a diff for: a configured object's says what was repaired. A
+created or pruned object's diff is the whole object (in Git, or gone), so it gets its line only, as
+in ``kubectl apply`` or Flux's change set: a first sync at K=1000 printed ~250,000 diff lines into a
+CronJob's log. ``diff`` shows every diff."""
+
+
 def print_reconcile(outcome: ReconcileOutcome, fmt: OutputFormat) -> None:
     """``reconcile``: the change set and what happened to the status (nothing when no pass ran)."""
     if outcome.result is None:
@@ -435,7 +445,7 @@ def print_reconcile(outcome: ReconcileOutcome, fmt: OutputFormat) -> None:
             f"shard {outcome.result.shard}: writes {len(owned)} of {len(fleet)} clusters "
             f"({', '.join(owned) or 'none'}); the others were only read"
         )
-    print_changeset(out, outcome.result.changes)
+    print_changeset(out, outcome.result.changes, diffs=RECONCILE_DIFFS)
     if outcome.status_commit:
         out.print(f"status committed: {outcome.status_commit[:12]}")
     elif outcome.status_changed:

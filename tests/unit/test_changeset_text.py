@@ -8,7 +8,7 @@ import io
 from rich.console import Console
 
 from reconciler.engine.changeset import Action, ChangeSet, ClusterResult, ObjectChange
-from reconciler.output import print_changeset
+from reconciler.output import RECONCILE_DIFFS, print_changeset
 
 LIVE = {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "spec": {"host": "a.global"}}
 DESIRED = {
@@ -109,3 +109,20 @@ def _strip_ansi(text: str) -> str:
     import re
 
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def test_reconcile_prints_the_diff_of_a_configured_object_only() -> None:
+    """A created object's diff is the whole object: ``reconcile`` prints its line alone, ``diff``
+    prints both diffs."""
+    changes = _changes()
+    created = ObjectChange("c1", "DestinationRule", "ns", "new", Action.CREATE, compared=({}, DESIRED))
+    changes.clusters["c1"].changes.insert(0, created)
+    out = io.StringIO()
+    print_changeset(Console(file=out, highlight=False, soft_wrap=True), changes, diffs=RECONCILE_DIFFS)
+    text = out.getvalue()
+    assert "  + created DestinationRule/ns/new\n  ~ configured" in text
+    assert "desired/DestinationRule/ns/new" not in text
+    assert "+++ desired/DestinationRule/ns/drifted" in text
+    everything = io.StringIO()
+    print_changeset(Console(file=everything, highlight=False, soft_wrap=True), changes)
+    assert "+++ desired/DestinationRule/ns/new" in everything.getvalue()
