@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from reconciler.clusters.inventory import MANAGED_BY_LABEL, MANAGED_BY_VALUE, SOURCES_ANNOTATION
 from reconciler.findings import ObjectKey
@@ -21,8 +22,30 @@ class TranslationContext:
     pass, and most VirtualDestinations share their directives. One plan (and its
     ``localityLbSetting``) serves them all: computed once, held once (plans are never modified)."""
 
+    endpoints: dict[tuple[Any, ...], JSON] = field(default_factory=dict)
+    """ServiceEntry endpoints by content (:meth:`shared_endpoint`)."""
+
     _annotations: dict[tuple[ObjectKey, ...], str] = field(default_factory=dict)
     """Sources annotation values by sources: one string per policy, not one per object and cluster."""
+
+    def shared_endpoint(self, endpoint: JSON) -> JSON:
+        """``endpoint``, or an equal one translated before: one dict for them all.
+
+        A remote cluster's gateway endpoint is the same in every VirtualDestination that fails over
+        to it: 10,000 policies over 10 clusters hold 900,000 of them, a few dozen distinct. Only
+        whole endpoints are shared, never their parts, so no object holds one dict twice (YAML
+        would write that as an alias); like the plans, a translated endpoint is never modified.
+        The key keeps the order of its labels: equal content in another order is another dict.
+        """
+        key = (
+            endpoint["address"],
+            endpoint.get("locality"),
+            endpoint.get("weight"),
+            tuple(endpoint["ports"].items()),
+            tuple(endpoint["labels"].items()),
+            tuple(endpoint),
+        )
+        return self.endpoints.setdefault(key, endpoint)
 
     def metadata(self, name: str, namespace: str, sources: Iterable[ObjectKey]) -> JSON:
         """``metadata`` of a generated object: our ownership label and sources annotation."""

@@ -155,8 +155,12 @@ def _translate_one(
     port_name = protocol.lower()
 
     # One of each per policy, shared by its objects in every cluster (10,000 policies x 10
-    # clusters are 200,000 objects: a copy each was tens of MB).
+    # clusters are 200,000 objects: a copy each was tens of MB). Each appears once per object:
+    # YAML writes a container an object holds twice as an alias (see TranslationContext).
     sources, depends_on = (policy.key,), frozenset(depends)
+    hosts, addresses = [spec.hostname], [address]
+    ports = [{"number": spec.port.number, "name": port_name, "protocol": protocol}]
+    tls, outlier_detection = {"mode": "ISTIO_MUTUAL"}, outlier_detection_spec(od)
     for cluster_name in sorted(targets):
         cluster = inventory.clusters.get(cluster_name)
         if cluster is None or not cluster.reachable:
@@ -189,7 +193,7 @@ def _translate_one(
                     code="FailoverApproximated",
                 )
             )
-        endpoints = _endpoints_for(cluster, backings, inventory, plan, port_name, policy, outcome)
+        endpoints = _endpoints_for(cluster, backings, inventory, plan, port_name, policy, outcome, ctx)
         if not endpoints:
             outcome.findings.append(
                 warning(
@@ -210,11 +214,11 @@ def _translate_one(
             "kind": "ServiceEntry",
             "metadata": ctx.metadata(se_name, mesh.namespace, [policy.key]),
             "spec": {
-                "hosts": [spec.hostname],
-                "addresses": [address],
+                "hosts": hosts,
+                "addresses": addresses,
                 "location": "MESH_INTERNAL",
                 "resolution": "STATIC" if all_ips else "DNS",
-                "ports": [{"number": spec.port.number, "name": port_name, "protocol": protocol}],
+                "ports": ports,
                 "endpoints": endpoints,
             },
         }
@@ -225,9 +229,9 @@ def _translate_one(
             "spec": {
                 "host": spec.hostname,
                 "trafficPolicy": {
-                    "tls": {"mode": "ISTIO_MUTUAL"},
+                    "tls": tls,
                     "loadBalancer": {"localityLbSetting": plan.lb_setting},
-                    "outlierDetection": outlier_detection_spec(od),
+                    "outlierDetection": outlier_detection,
                 },
             },
         }
@@ -440,6 +444,7 @@ def _endpoints_for(
     port_name: str,
     policy: Loaded[VirtualDestination],
     outcome: PolicyOutcome,
+    ctx: TranslationContext,
 ) -> list[JSON]:
     out: list[JSON] = []
     for b in backings:
@@ -487,10 +492,11 @@ def _endpoints_for(
             groups[key]["weight"] = groups[key].get("weight", 1) + entry.get("weight", 1)
         else:
             groups[key] = entry
-    return sorted(
+    ordered = sorted(
         groups.values(),
         key=lambda e: (e.get("locality", ""), e["address"], e["labels"].get(CLUSTER_ENDPOINT_LABEL, "")),
     )
+    return [ctx.shared_endpoint(e) for e in ordered]  # after the weights are summed in place
 
 
 def _endpoint(

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from reconciler.clusters.snapshot import read_snapshot
@@ -605,3 +606,33 @@ def test_equal_split_when_no_weights(tmp_path: Path, n: int) -> None:
     tr = run(tmp_path, TP.format(name="a", policy="    trafficShift:\n      destinations:\n" + dests))
     [route] = obj(tr, "east", "VirtualService")["spec"]["http"]
     assert sum(r["weight"] for r in route["route"]) == 100
+
+
+def test_equal_endpoints_are_one_dict_and_yaml_has_no_alias(tmp_path: Path) -> None:
+    """Two VirtualDestinations over the same services: each remote gateway endpoint is one dict in
+    both ServiceEntries (memory: 10,000 policies x 10 clusters held 900,000 copies), while the
+    YAML of every object is the same as for unshared copies — no ``&id`` anchors or aliases."""
+    other = (
+        vd()
+        .replace("name: reviews-global", "name: reviews-other")
+        .replace("hostname: reviews.global", "hostname: reviews-other.global")
+    )
+    tr = run(tmp_path, VM, vd(), other)
+    entries = [o.body for o in tr.objects["east"] if o.kind == "ServiceEntry"]
+    assert len(entries) == 2
+    first, second = ({e["address"]: e for e in se["spec"]["endpoints"]} for se in entries)
+    assert set(first) == set(second) and len(first) == 3  # east's ClusterIP, west's and eu's gateways
+    for address in ("192.0.2.2", "192.0.2.3"):
+        assert first[address] is second[address]
+    drs = [
+        o.body["spec"]["trafficPolicy"]
+        for objs in tr.objects.values()
+        for o in objs
+        if o.kind == "DestinationRule"
+    ]
+    assert len({id(tp["outlierDetection"]) for tp in drs}) == 2  # one per policy, over three clusters
+    bodies = [o.body for objs in tr.objects.values() for o in objs]
+    unshared = [msgspec.json.decode(msgspec.json.encode(b)) for b in bodies]
+    text = to_yaml_stream(bodies)
+    assert "&id" not in text and "*id" not in text
+    assert text == to_yaml_stream(unshared)
