@@ -596,8 +596,8 @@ def summary_counts(stdout: str) -> dict[str, Any]:
     try:
         doc = json.loads(stdout)
     except ValueError:
-        total = re.search(r"^total: (.*)$", stdout, flags=re.MULTILINE)
-        pairs = (part.split(" ", 1) for part in total.group(1).split(" (")[0].split(", ")) if total else ()
+        totals = re.findall(r"^total: (.*)$", stdout, flags=re.MULTILINE)  # the last: the CLI's own
+        pairs = (part.split(" ", 1) for part in totals[-1].split(" (")[0].split(", ")) if totals else ()
         return {action: int(n) for n, action in pairs if int(n)}
     for key in ("totals", "total", "summary"):
         if isinstance(doc, dict) and isinstance(doc.get(key), dict):

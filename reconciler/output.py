@@ -324,6 +324,10 @@ def print_changeset(
     line(
         "total: " + ", ".join(f"{total[a]} {a}" for a in _ACTIONS) + (" (dry run)" if changes.dry_run else "")
     )
+    try:  # rich flushes after each line; the plain lines are flushed here, before any log line
+        console.file.flush()
+    except BrokenPipeError:
+        console.on_broken_pipe()
 
 
 _Part = str | tuple[str, str]
@@ -332,24 +336,32 @@ _Part = str | tuple[str, str]
 
 def _line_printer(console: Console) -> Callable[..., None]:
     """How :func:`print_changeset` prints a line made of :data:`_Part` pieces: through rich when it
-    has colours to add, else as plain text straight to the console's file.
+    has something to add, else as plain text straight to the console's file.
 
     A first sync's change set is a quarter of a million diff lines at K=1000, and rich renders one
     in ~0.07 ms: 20 s of CPU for a CronJob's log, where rich adds nothing (not a terminal, so no
-    colours). Plain text is also exactly what was given: rich would still have replaced
-    ``:emoji_codes:`` inside a YAML value.
+    colours). The plain text is what rich would print there — control codes stripped, tabs
+    expanded, flushed at the end — except that ``:emoji_codes:`` inside a value stay as written.
+    Plain only for a console like :func:`stdout_console`'s: no colours, not recording, not quiet,
+    soft-wrapped (and never inside ``console.capture()``, which would not see these writes).
     """
-    if console.color_system is not None or console.record:
+    if console.color_system is not None or console.record or console.quiet or not console.soft_wrap:
         from rich.text import Text
 
         def styled(*parts: _Part) -> None:
             console.print(Text.assemble(*parts))
 
         return styled
-    write = console.file.write
+    from rich.control import strip_control_codes
+
+    file = console.file
 
     def plain(*parts: _Part) -> None:
-        write("".join(p if isinstance(p, str) else p[0] for p in parts) + "\n")
+        text = "".join(p if isinstance(p, str) else p[0] for p in parts)
+        try:
+            file.write(strip_control_codes(text).expandtabs(console.tab_size) + "\n")
+        except BrokenPipeError:  # `| head`: stop quietly, as rich does
+            console.on_broken_pipe()
 
     return plain
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+
+import msgspec
 
 from reconciler.clusters.inventory import MANAGED_BY_LABEL, MANAGED_BY_VALUE, SOURCES_ANNOTATION
 from reconciler.findings import ObjectKey
@@ -22,7 +23,7 @@ class TranslationContext:
     pass, and most VirtualDestinations share their directives. One plan (and its
     ``localityLbSetting``) serves them all: computed once, held once (plans are never modified)."""
 
-    endpoints: dict[tuple[Any, ...], JSON] = field(default_factory=dict)
+    endpoints: dict[bytes, JSON] = field(default_factory=dict)
     """ServiceEntry endpoints by content (:meth:`shared_endpoint`)."""
 
     _annotations: dict[tuple[ObjectKey, ...], str] = field(default_factory=dict)
@@ -35,17 +36,10 @@ class TranslationContext:
         to it: 10,000 policies over 10 clusters hold 900,000 of them, a few dozen distinct. Only
         whole endpoints are shared, never their parts, so no object holds one dict twice (YAML
         would write that as an alias); like the plans, a translated endpoint is never modified.
-        The key keeps the order of its labels: equal content in another order is another dict.
+        The key is the endpoint's JSON: exact (``1`` is not ``true``), key order included, so a
+        shared endpoint is written byte for byte as its own would have been.
         """
-        key = (
-            endpoint["address"],
-            endpoint.get("locality"),
-            endpoint.get("weight"),
-            tuple(endpoint["ports"].items()),
-            tuple(endpoint["labels"].items()),
-            tuple(endpoint),
-        )
-        return self.endpoints.setdefault(key, endpoint)
+        return self.endpoints.setdefault(msgspec.json.encode(endpoint), endpoint)
 
     def metadata(self, name: str, namespace: str, sources: Iterable[ObjectKey]) -> JSON:
         """``metadata`` of a generated object: our ownership label and sources annotation."""

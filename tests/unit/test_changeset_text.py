@@ -4,11 +4,15 @@ terminal, printed verbatim, and cheap enough for a first sync's quarter of a mil
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
+from typing import cast
 
+import pytest
 from rich.console import Console
 
 from reconciler.engine.changeset import Action, ChangeSet, ClusterResult, ObjectChange
-from reconciler.output import RECONCILE_DIFFS, print_changeset
+from reconciler.output import RECONCILE_DIFFS, OutputFormat, print_changeset, print_reconcile
+from reconciler.reconcile import ReconcileOutcome
 
 LIVE = {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "spec": {"host": "a.global"}}
 DESIRED = {
@@ -42,7 +46,9 @@ def _changes() -> ChangeSet:
                 changed_paths=["spec.subsets"],
                 previous_managers=["kubectl-edit"],
             ),
-            change(Action.CONFLICT, "theirs", None, message="exists without our markers [see --adopt]"),
+            change(
+                Action.CONFLICT, "theirs", None, message="exists without our markers [see --adopt]\x07\tx"
+            ),
         ],
         notes=["a note"],
     )
@@ -66,7 +72,7 @@ cluster c1: ~ 1 configured, = 1 unchanged, x 1 conflict
       +  subsets:
       +  - name: '[bold]v1[/bold] :thumbs_up:'
   x conflict DestinationRule/ns/theirs
-      exists without our markers [see --adopt]
+      exists without our markers [see --adopt]  x
   a note
 total: 0 created, 1 configured, 0 pruned, 1 unchanged, 0 held, 1 conflict, 0 failed (dry run)
 """
@@ -88,7 +94,7 @@ def test_a_terminal_gets_the_same_text_in_colour() -> None:
     assert _strip_ansi(coloured) == EXPECTED
 
 
-def test_no_colour_prints_through_the_file_not_rich(monkeypatch: object) -> None:
+def test_no_colour_prints_through_the_file_not_rich() -> None:
     """Without colours, rich is never asked to render a line (each costs ~0.07 ms; a first sync at
     K=1000 prints ~250,000): the counter would see every call."""
     calls = 0
@@ -99,10 +105,17 @@ def test_no_colour_prints_through_the_file_not_rich(monkeypatch: object) -> None
             calls += 1
             super().print(*args, **kwargs)  # type: ignore[arg-type]
 
-    out = io.StringIO()
+    flushed_at: list[int] = []
+
+    class Flushes(io.StringIO):
+        def flush(self) -> None:
+            flushed_at.append(len(self.getvalue()))
+
+    out = Flushes()
     print_changeset(Counting(file=out, highlight=False, soft_wrap=True), _changes())
     assert calls == 0
     assert out.getvalue() == EXPECTED
+    assert flushed_at and flushed_at[-1] == len(EXPECTED)  # flushed after the last line, as rich does
 
 
 def _strip_ansi(text: str) -> str:
@@ -126,3 +139,21 @@ def test_reconcile_prints_the_diff_of_a_configured_object_only() -> None:
     everything = io.StringIO()
     print_changeset(Console(file=everything, highlight=False, soft_wrap=True), changes)
     assert "+++ desired/DestinationRule/ns/new" in everything.getvalue()
+
+
+def test_reconcile_output_leaves_out_created_diffs(capsys: pytest.CaptureFixture[str]) -> None:
+    """What ``reconcile`` prints (``print_reconcile``): the configured object's diff, not the
+    created one's, then where the status went."""
+    changes = _changes()
+    changes.clusters["c1"].changes.insert(
+        0, ObjectChange("c1", "DestinationRule", "ns", "new", Action.CREATE, compared=({}, DESIRED))
+    )
+    outcome = SimpleNamespace(
+        result=SimpleNamespace(changes=changes, shard=None), checkout=None, status_commit="0123456789abcdef"
+    )
+    print_reconcile(cast(ReconcileOutcome, outcome), OutputFormat.TEXT)
+    text = capsys.readouterr().out
+    assert "  + created DestinationRule/ns/new\n  ~ configured DestinationRule/ns/drifted" in text
+    assert "desired/DestinationRule/ns/new" not in text
+    assert "+++ desired/DestinationRule/ns/drifted" in text
+    assert text.endswith("status committed: 0123456789ab\n")
