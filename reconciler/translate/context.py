@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-
-import msgspec
+from typing import Any
 
 from reconciler.clusters.inventory import MANAGED_BY_LABEL, MANAGED_BY_VALUE, SOURCES_ANNOTATION
 from reconciler.findings import ObjectKey
@@ -23,23 +22,16 @@ class TranslationContext:
     pass, and most VirtualDestinations share their directives. One plan (and its
     ``localityLbSetting``) serves them all: computed once, held once (plans are never modified)."""
 
-    endpoints: dict[bytes, JSON] = field(default_factory=dict)
-    """ServiceEntry endpoints by content (:meth:`shared_endpoint`)."""
+    gateway_endpoints: dict[tuple[Any, ...], JSON] = field(default_factory=dict)
+    """ServiceEntry endpoints through a remote cluster's east-west gateway, by everything they are
+    made of: the same in every VirtualDestination that fails over to that cluster, so one dict
+    serves them all (10,000 policies over 10 clusters hold 900,000 of them, a few dozen distinct:
+    half the memory of such a render). Like the plans, a translated endpoint is never modified
+    (the weights of merged endpoints go into a new dict); an object never holds one twice (YAML
+    would write that as an alias): equal endpoints of one ServiceEntry are merged."""
 
     _annotations: dict[tuple[ObjectKey, ...], str] = field(default_factory=dict)
     """Sources annotation values by sources: one string per policy, not one per object and cluster."""
-
-    def shared_endpoint(self, endpoint: JSON) -> JSON:
-        """``endpoint``, or an equal one translated before: one dict for them all.
-
-        A remote cluster's gateway endpoint is the same in every VirtualDestination that fails over
-        to it: 10,000 policies over 10 clusters hold 900,000 of them, a few dozen distinct. Only
-        whole endpoints are shared, never their parts, so no object holds one dict twice (YAML
-        would write that as an alias); like the plans, a translated endpoint is never modified.
-        The key is the endpoint's JSON: exact (``1`` is not ``true``), key order included, so a
-        shared endpoint is written byte for byte as its own would have been.
-        """
-        return self.endpoints.setdefault(msgspec.json.encode(endpoint), endpoint)
 
     def metadata(self, name: str, namespace: str, sources: Iterable[ObjectKey]) -> JSON:
         """``metadata`` of a generated object: our ownership label and sources annotation."""

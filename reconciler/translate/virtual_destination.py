@@ -457,7 +457,13 @@ def _endpoints_for(
                     if port is not None:
                         out.append(
                             _endpoint(
-                                ep.address, port_name, port, ep.locality, svc.cluster, plan, b.index, None
+                                ep.address,
+                                port_name,
+                                port,
+                                ep.locality,
+                                svc.cluster,
+                                plan.labels_for(ep.locality, b.index),
+                                None,
                             )
                         )
             else:
@@ -465,7 +471,13 @@ def _endpoints_for(
                 assert svc.cluster_ip is not None
                 out.append(
                     _endpoint(
-                        svc.cluster_ip, port_name, b.port.port, svc.locality, svc.cluster, plan, b.index, None
+                        svc.cluster_ip,
+                        port_name,
+                        b.port.port,
+                        svc.locality,
+                        svc.cluster,
+                        plan.labels_for(svc.locality, b.index),
+                        None,
                     )
                 )
             continue
@@ -482,21 +494,25 @@ def _endpoints_for(
                 )
             )
             continue
-        out.append(
-            _endpoint(gateway.address, port_name, gateway.port, svc.locality, svc.cluster, plan, b.index, 1)
-        )
+        rank_labels = plan.labels_for(svc.locality, b.index)
+        shared = (gateway.address, port_name, gateway.port, svc.locality, svc.cluster, *rank_labels.items())
+        endpoint = ctx.gateway_endpoints.get(shared)
+        if endpoint is None:
+            endpoint = ctx.gateway_endpoints[shared] = _endpoint(
+                gateway.address, port_name, gateway.port, svc.locality, svc.cluster, rank_labels, 1
+            )
+        out.append(endpoint)
     groups: dict[tuple[str, str, tuple[tuple[str, str], ...]], JSON] = {}
     for entry in out:  # the same address can back two selected services: keep one, sum weights
         key = (entry["address"], entry.get("locality", ""), tuple(sorted(entry["labels"].items())))
-        if key in groups:
-            groups[key]["weight"] = groups[key].get("weight", 1) + entry.get("weight", 1)
+        if key in groups:  # a new dict: the endpoints may be shared (TranslationContext)
+            groups[key] = {**groups[key], "weight": groups[key].get("weight", 1) + entry.get("weight", 1)}
         else:
             groups[key] = entry
-    ordered = sorted(
+    return sorted(
         groups.values(),
         key=lambda e: (e.get("locality", ""), e["address"], e["labels"].get(CLUSTER_ENDPOINT_LABEL, "")),
     )
-    return [ctx.shared_endpoint(e) for e in ordered]  # after the weights are summed in place
 
 
 def _endpoint(
@@ -505,12 +521,11 @@ def _endpoint(
     port: int,
     locality: Locality | None,
     cluster: str,
-    plan: FailoverPlan,
-    index: int,
+    rank_labels: dict[str, str],
     weight: int | None,
 ) -> JSON:
     labels = {CLUSTER_ENDPOINT_LABEL: cluster, TLS_MODE_LABEL: "istio"}
-    labels.update(plan.labels_for(locality, index))
+    labels.update(rank_labels)
     ep: JSON = {"address": address, "ports": {port_name: port}, "labels": labels}
     if locality is not None and locality.path:
         ep["locality"] = locality.path

@@ -636,3 +636,30 @@ def test_equal_endpoints_are_one_dict_and_yaml_has_no_alias(tmp_path: Path) -> N
     text = to_yaml_stream(bodies)
     assert "&id" not in text and "*id" not in text
     assert text == to_yaml_stream(unshared)
+
+
+def test_merging_two_services_behind_one_gateway_leaves_the_shared_endpoint_alone(tmp_path: Path) -> None:
+    """The east gateway endpoint is shared by every ServiceEntry in west; a VirtualDestination
+    selecting two east services merges it into one with ``weight: 2`` — a new dict, so another
+    policy's ServiceEntry (translated first, holding the shared one) still has no weight."""
+    east = t.simple_cluster("east", "us-east-1", "us-east-1a", "192.0.2.1", ["10.1.0.1"])
+    east += [
+        t.service("reviews-v2", labels={"app": "reviews", "version": "v2"}),
+        t.endpoints("reviews-v2", [("10.1.0.9", "east-node")]),
+    ]
+    west = t.simple_cluster("west", "us-west-2", "us-west-2a", "192.0.2.2", ["10.2.0.1"])
+    west += [
+        t.service("reviews-v2", labels={"app": "reviews", "version": "v2"}),
+        t.endpoints("reviews-v2", [("10.2.0.9", "west-node")]),
+    ]
+    only_v2 = (
+        vd(selector="{kubeServiceMatcher: {labels: {version: v2}}}")
+        .replace("name: reviews-global", "name: a-v2")
+        .replace("hostname: reviews.global", "hostname: v2.global")
+    )
+    tr = run(tmp_path, VM, only_v2, vd(), inv=t.inventory({"east": east, "west": west}))
+    by_host = {o.body["spec"]["hosts"][0]: o.body for o in tr.objects["west"] if o.kind == "ServiceEntry"}
+    [v2_gateway] = [e for e in by_host["v2.global"]["spec"]["endpoints"] if e["address"] == "192.0.2.1"]
+    [all_gateway] = [e for e in by_host["reviews.global"]["spec"]["endpoints"] if e["address"] == "192.0.2.1"]
+    assert "weight" not in v2_gateway and all_gateway["weight"] == 2
+    assert all_gateway is not v2_gateway
