@@ -6,7 +6,8 @@
 3. turns ``policies/`` into a Git repository (a local bare repository as the "remote"),
 4. runs ``reconciler reconcile`` against it — the diff it applied and the status commit it made —
    and ``reconciler explain`` for a client in us-east-1/us-east-1a,
-5. tears everything down (``--keep`` leaves the clusters running until Ctrl-C).
+5. tears everything down: the clusters (``--keep`` leaves them running until Ctrl-C) and the
+   repositories (unless ``--workdir DIR`` says where to keep them).
 
     .venv/bin/python tools/demo.py [--keep] [--workdir DIR]
 """
@@ -169,6 +170,8 @@ def main() -> int:
     finally:
         step("Stopping the clusters")
         clusters.stop()
+        if args.workdir is None:  # ours: the repositories and cache go with the clusters
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
