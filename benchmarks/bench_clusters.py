@@ -632,8 +632,8 @@ def one_repeat(
         RECONCILER, "reconcile", "--repo", f"file://{bare}", "--cache-dir", str(cache),
         "--kubeconfig", str(kc), "--lease-cluster", MGMT, "--no-commit",
     ]  # fmt: skip
-    # The CronJob's own output (text, cronjob.yaml): at K=1000 a first sync prints ~250,000 diff
-    # lines, and printing them cost more CPU than every request of the pass (20 s, fixed since).
+    # The CronJob's own output (text, cronjob.yaml), not -o json: printing it once cost more CPU
+    # than every request of a first sync (20 s at K=1000 for ~250,000 diff lines, fixed since).
     # A CronJob's pass commits status: the no-op and drift passes run like that (after one pass
     # that commits the status of the first sync); the first sync, next to kubectl, applies only.
     reconcile_commit = [a for a in reconcile if a != "--no-commit"]

@@ -4,7 +4,7 @@
 2. starts two real local clusters, ``mgmt-cluster`` (us-east-1/us-east-1a) and ``remote-cluster``
    (us-east-2/us-east-2b), with the Istio CRDs, and seeds the bookinfo topology,
 3. turns ``policies/`` into a Git repository (a local bare repository as the "remote"),
-4. runs ``reconciler reconcile`` against it — the diff it applied and the status commit it made —
+4. runs ``reconciler reconcile`` against it — the changes it applied and the status commit it made —
    and ``reconciler explain`` for a client in us-east-1/us-east-1a,
 5. tears everything down: the clusters (``--keep`` leaves them running until Ctrl-C) and the
    repositories (unless ``--workdir DIR`` says where to keep them).
