@@ -440,7 +440,8 @@ def _reconcile(
             ExitCode.FATAL, "pass cancelled (worker shutting down); status not committed", checkout, result
         )
 
-    # 3. status
+    # 3. status (it reads of our live objects only what istiod wrote: the rest is released first)
+    plan.inventory.release_compared()
     status_root_rel = effective.status_path
     private = checkout.private_dir
     memo = RenderMemo.load(private / "status-render.json" if private is not None else None)

@@ -11,6 +11,7 @@ retried with bounded exponential backoff, honouring ``Retry-After``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import threading
@@ -18,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypedDict, TypeVar
 from urllib.parse import quote, urlencode
 
 import msgspec
@@ -148,7 +149,10 @@ class KubeClient:
         content_type: str = "application/json",
         resource: str = "",
         accept: str = "application/json",
+        decoder: Decoder | None = None,
     ) -> dict[str, Any]:
+        """One request (retried while retryable); its JSON answer as plain data, or as ``decoder``
+        decodes it (a LIST page, :meth:`list`)."""
         retrying = Retrying(
             stop=stop_after_attempt(self.attempts),
             wait=self._wait,
@@ -157,7 +161,7 @@ class KubeClient:
             reraise=True,
         )
         result: dict[str, Any] = retrying(
-            self._request_once, verb, path, query, body, content_type, resource, accept
+            self._request_once, verb, path, query, body, content_type, resource, accept, decoder
         )
         return result
 
@@ -170,6 +174,7 @@ class KubeClient:
         content_type: str,
         resource: str,
         accept: str,
+        decoder: Decoder | None,
     ) -> dict[str, Any]:
         with self._counting:  # requests of one cluster may be sent from several threads
             self.requests[(verb, resource or path)] += 1
@@ -199,7 +204,12 @@ class KubeClient:
             raise _to_kube_error(status, data, "", {"Retry-After": retry_after} if retry_after else None)
         if not data:
             return {}
-        parsed: dict[str, Any] = decode_json(data)
+        try:
+            parsed: dict[str, Any] = decode_json(data) if decoder is None else decoder.decode(data)
+        except msgspec.DecodeError as exc:  # not JSON, or not the shape asked for (page_decoder)
+            raise KubeError(
+                502, f"unreadable answer from the API server of {self.cluster}: {exc}", "BadResponse"
+            ) from None
         return parsed
 
     # -- verbs -------------------------------------------------------------------------------------
@@ -211,6 +221,7 @@ class KubeClient:
         label_selector: str | None = None,
         namespace: str | None = None,
         metadata_only: bool = False,
+        decoder: Decoder | None = None,
     ) -> tuple[list[dict[str, Any]], str]:
         """:meth:`list`, plus the list's ``resourceVersion`` (where a WATCH of the same collection starts)."""
         items: list[dict[str, Any]] = []
@@ -223,6 +234,7 @@ class KubeClient:
                 query={"labelSelector": label_selector, "limit": self.page_size, "continue": cont},
                 resource=resource.plural,
                 accept=accept,
+                decoder=decoder,
             )
             for item in page.get("items") or []:
                 if metadata_only:  # items are PartialObjectMetadata: name them as the real kind
@@ -241,14 +253,22 @@ class KubeClient:
         label_selector: str | None = None,
         namespace: str | None = None,
         metadata_only: bool = False,
+        decoder: Decoder | None = None,
     ) -> list[dict[str, Any]]:
         """LIST a collection (paged by :attr:`page_size`), returning items with ``apiVersion``/``kind`` filled in.
 
         ``metadata_only``: ask for ``PartialObjectMetadataList`` — names, labels, managedFields, no
         spec — when only "which objects exist, and whose are they" matters.
+        ``decoder``: decodes each page (default: plain JSON data); :func:`page_decoder` keeps only
+        the fields of a shape, and discovery shares equal parts of our objects as each page is
+        decoded (:mod:`reconciler.clusters.discover`). Either way the items are plain dicts.
         """
         return self.list_versioned(
-            resource, label_selector=label_selector, namespace=namespace, metadata_only=metadata_only
+            resource,
+            label_selector=label_selector,
+            namespace=namespace,
+            metadata_only=metadata_only,
+            decoder=decoder,
         )[0]
 
     def watch(
@@ -408,6 +428,30 @@ def _to_kube_error(status: int, body: Any, reason: str, headers: Any) -> KubeErr
             with contextlib.suppress(ValueError):
                 details = {**details, "retryAfter": float(retry_after)}
     return KubeError(status, message, kind, details)
+
+
+_Item = TypeVar("_Item")
+
+
+class _Page(TypedDict, Generic[_Item], total=False):
+    """A LIST answer whose items are decoded as a given shape (:meth:`KubeClient.list`)."""
+
+    metadata: dict[str, Any]
+    items: list[_Item]
+
+
+class Decoder(Protocol):
+    """What decodes the body of an answer (``msgspec.json.Decoder`` is one)."""
+
+    def decode(self, data: bytes, /) -> Any: ...
+
+
+@functools.cache
+def page_decoder(shape: type) -> msgspec.json.Decoder[Any]:
+    """Decodes a LIST page keeping of each item only the fields ``shape`` (a ``TypedDict``) names:
+    the others are skipped while parsing, so they cost no memory at all (the kinds discovery only
+    reads, :data:`reconciler.clusters.inventory.READ_SHAPES`)."""
+    return msgspec.json.Decoder(_Page[shape])  # type: ignore[valid-type]
 
 
 def decode_json(data: bytes) -> Any:

@@ -83,11 +83,13 @@ def test_discovery_one_list_per_kind_per_cluster(
     assert not any(f.is_error for f in plan.findings)
 
 
-def test_discovery_shares_equal_field_sets_and_a_snapshot_keeps_objects_whole(
+def test_discovery_shares_equal_parts_and_a_snapshot_keeps_objects_whole(
     fresh: Clusters, repo: Path, two_clusters: ClusterSource
 ) -> None:
-    """Memory: equal ``fieldsV1`` sets of our objects are one object, and the managedFields of the
-    services we only read are dropped; a snapshot (``keep_raw``) still gets everything as listed."""
+    """Memory: equal parts of our objects (``fieldsV1`` sets, labels, a DestinationRule's
+    ``trafficPolicy``) are one object, and of the kinds we only read only what is read is decoded
+    (``READ_SHAPES``); a snapshot (``keep_raw``) still gets everything as listed — and both give
+    the same inventory."""
     second = (repo / "bookinfo-global.yaml").read_text().replace("bookinfo-global", "bookinfo-twin")
     (repo / "bookinfo-twin.yaml").write_text(second.replace("reviews.global", "reviews-twin.global"))
     reconcile(repo, two_clusters)
@@ -101,17 +103,26 @@ def test_discovery_shares_equal_field_sets_and_a_snapshot_keeps_objects_whole(
                 )
         assert all(len(ids) == 1 for ids in by_value.values())
         assert 0 < len(by_value) < sum(len(o["metadata"]["managedFields"]) for o in managed)  # shared
+        rules = [o for o in managed if o["kind"] == "DestinationRule"]
+        assert len(rules) == 2 and rules[0]["spec"] != rules[1]["spec"]  # the two policies' rules...
+        assert rules[0]["spec"]["trafficPolicy"] is rules[1]["spec"]["trafficPolicy"]  # ...share this
+        assert rules[0]["metadata"]["labels"] is rules[1]["metadata"]["labels"]
         assert plan.discovery is not None
         diff = sync(plan.desired(), plan.discovery.clients, SyncOptions(apply=False))
         assert set(actions(diff)) == {"unchanged"}  # and compared exactly as before
+        lean = plan.inventory
     kept = dataclasses.replace(two_clusters, keep_raw=True)
     with build_plan(repo, kept) as plan:
         assert plan.discovery is not None
+        assert plan.inventory.clusters == lean.clusters  # services, endpoints, gateways, our objects
         services = [o for o in plan.discovery.raw["mgmt-cluster"] if o["kind"] == "Service"]
         assert services and all(o["metadata"].get("managedFields") for o in services)
         ours = [o for o in plan.discovery.raw["mgmt-cluster"] if o["kind"] in ISTIO_KINDS]
         sets = [e["fieldsV1"] for o in ours for e in o["metadata"]["managedFields"]]
         assert len({id(s) for s in sets}) == len(sets)  # as listed: a snapshot writes no YAML aliases
+        rules = [o for o in ours if o["kind"] == "DestinationRule"]
+        assert rules[0]["spec"]["trafficPolicy"] == rules[1]["spec"]["trafficPolicy"]
+        assert rules[0]["spec"]["trafficPolicy"] is not rules[1]["spec"]["trafficPolicy"]
         assert "&id" not in to_yaml(ours)
 
 
