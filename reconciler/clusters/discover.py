@@ -189,43 +189,61 @@ def _share_equal_parts(items: list[dict[str, Any]], shared: dict[Any, Any]) -> N
     ever read, never changed in place (:mod:`reconciler.engine.normalize` builds new objects), the
     same rule as for translated objects (docs/architecture.md).
     """
-    encode, share = msgspec.json.encode, shared.setdefault
+    encode = msgspec.json.encode
     for item in items:
+        # A part is shared between objects, never twice within one: a map appearing twice in one
+        # object would be written as a YAML alias (``&id001``) in a diff or a snapshot.
+        used: set[int] = set()
         meta = item.get("metadata")
         if isinstance(meta, dict):
             for key in ("labels", "annotations"):
                 value = meta.get(key)
                 if isinstance(value, dict):
-                    meta[key] = share(encode(value), value)
+                    meta[key] = _one(shared, used, encode(value), value)
             entries = meta.get("managedFields")
             if isinstance(entries, list):
-                meta["managedFields"] = [_shared_entry(e, shared) for e in entries]
+                meta["managedFields"] = [_shared_entry(e, shared, used) for e in entries]
         spec = item.get("spec")
         if isinstance(spec, dict):
             for key, value in spec.items():
                 if isinstance(value, dict):
-                    spec[key] = share(encode(value), value)
+                    spec[key] = _one(shared, used, encode(value), value)
                 elif isinstance(value, list) and value and isinstance(value[0], dict):
                     # A list of maps: the maps shared, then the list keyed by their identities
                     # (cheaper than encoding it again; the shared maps outlive the key). Lists of
                     # strings (hosts, addresses) name one object each: not worth a lookup.
-                    value = [share(encode(v), v) if isinstance(v, dict) else v for v in value]
-                    spec[key] = share(("list", *map(id, value)), value)
+                    value = [_one(shared, used, encode(v), v) if isinstance(v, dict) else v for v in value]
+                    spec[key] = _one(shared, used, ("list", *map(id, value)), value)
 
 
-def _shared_entry(entry: Any, shared: dict[Any, Any]) -> Any:
+def _one(shared: dict[Any, Any], used: set[int], key: Any, value: Any) -> Any:
+    """The shared value equal to ``value`` (``key`` says what it is), unless that one is already
+    part of the same object (``used``): then ``value`` itself."""
+    found = shared.setdefault(key, value)
+    if id(found) in used:
+        return value
+    used.add(id(found))
+    return found
+
+
+def _shared_entry(entry: Any, shared: dict[Any, Any], used: set[int]) -> Any:
     """One ``managedFields`` entry, its field set shared first. The entry is then keyed by that
-    set's identity and its other values (strings: manager, operation, time...), which is cheaper
-    than encoding it again; an entry of any other form is kept as it is."""
+    set's identity and its other values, which is cheaper than encoding it again; only entries
+    whose other values are all strings (manager, operation, time...) are shared, so that no two
+    values equal only to Python (``1``, ``1.0``, ``True``) are ever taken for one."""
     fields = entry.get("fieldsV1") if isinstance(entry, dict) else None
     if not isinstance(fields, dict):
         return entry
-    entry["fieldsV1"] = fields = shared.setdefault(msgspec.json.encode(fields), fields)
-    key = ("managedFields", *((k, id(v) if k == "fieldsV1" else v) for k, v in entry.items()))
-    try:
-        return shared.setdefault(key, entry)
-    except TypeError:  # a value that is not a string (unhashable): not ours to judge, kept as is
-        return entry
+    entry["fieldsV1"] = fields = _one(shared, used, msgspec.json.encode(fields), fields)
+    key: list[Any] = ["managedFields"]
+    for name, value in entry.items():
+        if name == "fieldsV1":
+            key.append((name, id(value)))
+        elif type(value) is str:
+            key.append((name, value))
+        else:
+            return entry
+    return _one(shared, used, tuple(key), entry)
 
 
 def _explain(exc: KubeError, target: ClusterTarget, resource: Resource) -> str:

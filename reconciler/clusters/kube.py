@@ -207,8 +207,9 @@ class KubeClient:
         try:
             parsed: dict[str, Any] = decode_json(data) if decoder is None else decoder.decode(data)
         except msgspec.DecodeError as exc:  # not JSON, or not the shape asked for (page_decoder)
+            # Not retried (the status is the answer's own, < 400): the same answer would fail again.
             raise KubeError(
-                502, f"unreadable answer from the API server of {self.cluster}: {exc}", "BadResponse"
+                status, f"unreadable answer from the API server of {self.cluster}: {exc}", "BadResponse"
             ) from None
         return parsed
 
@@ -436,8 +437,8 @@ _Item = TypeVar("_Item")
 class _Page(TypedDict, Generic[_Item], total=False):
     """A LIST answer whose items are decoded as a given shape (:meth:`KubeClient.list`)."""
 
-    metadata: dict[str, Any]
-    items: list[_Item]
+    metadata: dict[str, Any] | None
+    items: list[_Item] | None
 
 
 class Decoder(Protocol):

@@ -126,6 +126,52 @@ def test_discovery_shares_equal_parts_and_a_snapshot_keeps_objects_whole(
         assert "&id" not in to_yaml(ours)
 
 
+def test_a_service_without_endpoints_is_read_as_one_not_as_an_unreadable_cluster(
+    fresh: Clusters,
+    repo: Path,
+    two_clusters: ClusterSource,
+    api_clients: dict[str, ApiClient],
+    clean_namespace: str,
+) -> None:
+    """The API server writes an EndpointSlice without endpoints (a service scaled to zero) as
+    ``"endpoints": null``; discovery, which decodes only what it reads (``READ_SHAPES``), reads it
+    as a service without ready endpoints — never as an unreadable answer that fails the cluster."""
+    api = api_clients["mgmt-cluster"]
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "idle", "namespace": clean_namespace, "labels": {"app": "idle"}},
+        "spec": {"ports": [{"name": "http", "port": 8080}]},
+    }
+    empty = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "idle-empty",
+            "namespace": clean_namespace,
+            "labels": {"kubernetes.io/service-name": "idle"},
+        },
+        "addressType": "IPv4",
+        "endpoints": [],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    }
+    kube.apply(api, service)
+    kube.apply(api, empty)
+    try:
+        listed = kube.get(
+            api, "discovery.k8s.io/v1", "EndpointSlice", "idle-empty", namespace=clean_namespace
+        )
+        assert listed["endpoints"] is None  # as the server writes it: the case under test
+        with build_plan(repo, two_clusters) as plan:
+            state = plan.inventory.clusters["mgmt-cluster"]
+            assert state.reachable, state.error
+            [idle] = [s for s in state.services if s.name == "idle"]
+            assert idle.endpoints == () and idle.cluster_ip
+    finally:  # a namespace is never really deleted here (no controller): remove what others would list
+        kube.delete(api, "discovery.k8s.io/v1", "EndpointSlice", "idle-empty", namespace=clean_namespace)
+        kube.delete(api, "v1", "Service", "idle", namespace=clean_namespace)
+
+
 def test_every_rendered_object_is_accepted_by_the_real_api_server(
     fresh: Clusters, repo: Path, api_clients: dict[str, ApiClient], kubeconfig: Path
 ) -> None:

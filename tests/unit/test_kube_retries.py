@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from reconciler.clusters.kube import NODES, SERVICE_ENTRIES, KubeClient, KubeError
+from reconciler.clusters.inventory import READ_SHAPES
+from reconciler.clusters.kube import NODES, SERVICE_ENTRIES, KubeClient, KubeError, page_decoder
 
 
 class FaultInjectingServer:
@@ -144,3 +145,15 @@ def test_unreachable_server_is_a_clear_error(sleeps: list[float]) -> None:
     with pytest.raises(KubeError, match="cannot reach the API server of gone"):
         kube.list(NODES)
     assert len(sleeps) == kube.attempts - 1
+
+
+def test_an_answer_not_of_the_shape_asked_for_is_a_clear_error_and_not_retried(sleeps: list[float]) -> None:
+    """A LIST decoded as a shape (discovery's ``READ_SHAPES``) whose answer does not fit it fails
+    with the place that does not fit; the same answer would fail again, so it is not asked again."""
+    with FaultInjectingServer([(200, {}, {"kind": "NodeList", "items": "not a list"})]) as server:
+        kube = server.client(sleeps)
+        with pytest.raises(KubeError) as err:
+            kube.list(NODES, decoder=page_decoder(READ_SHAPES["Node"]))
+    assert err.value.reason == "BadResponse"
+    assert "unreadable answer from the API server of test" in str(err.value) and "$.items" in str(err.value)
+    assert len(server.requests) == 1 and sleeps == []

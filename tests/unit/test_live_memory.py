@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from reconciler.clusters.discover import _share_equal_parts
+from reconciler.clusters.discover import _share_equal_parts, _SharingDecoder
 from reconciler.clusters.inventory import (
     READ_SHAPES,
     ClusterState,
@@ -20,6 +20,7 @@ from reconciler.clusters.inventory import (
     control_plane_messages,
 )
 from reconciler.clusters.kube import page_decoder
+from reconciler.yamlio import to_yaml
 from tests.unit.topology import endpoints, gateway, istiod, node, service
 
 LABELS = {"app.kubernetes.io/managed-by": "mesh-reconciler"}
@@ -213,3 +214,65 @@ def test_the_read_shapes_keep_everything_discovery_reads() -> None:
         len(full.gateways) == 3 and full.services and full.meshes and len(full.nodes) == 2
     )  # a real check...
     assert build_cluster_state("c", lean) == full  # ...and the same state from what the shapes keep
+
+
+def test_a_part_is_shared_between_objects_never_twice_within_one() -> None:
+    """Two equal maps in one object stay two objects: one map twice in an object would be written
+    as a YAML alias (``&id001``) in a diff or a snapshot."""
+    twin = _service_entry("a", "10.96.0.1")
+    twin["spec"]["endpoints"].append(copy.deepcopy(twin["spec"]["endpoints"][0]))  # the gateway twice
+    twin["metadata"]["annotations"] = {}
+    twin["metadata"]["labels"] = {}
+    a, b = _as_listed([twin, _service_entry("b", "10.96.0.2")])
+    _share_equal_parts([a, b], {})
+    first, _, again = a["spec"]["endpoints"]
+    assert first == again and first is not again
+    assert first is b["spec"]["endpoints"][0]  # still shared with the other object
+    assert a["metadata"]["labels"] is not a["metadata"]["annotations"]
+    assert "&id" not in to_yaml(a) and "*id" not in to_yaml(a)
+
+
+def test_pages_decoded_by_discovery_share_equal_parts_across_pages() -> None:
+    """Discovery's decoder for our kinds: each LIST page decoded and its equal parts shared, also
+    with the pages of other clusters decoded before it."""
+    decoder = _SharingDecoder()
+    pages = [
+        decoder.decode(msgspec.json.encode({"metadata": {}, "items": _as_listed([_service_entry(n, ip)])}))
+        for n, ip in (("a", "10.96.0.1"), ("b", "10.96.0.2"))
+    ]
+    [a], [b] = (p["items"] for p in pages)
+    assert a == _service_entry("a", "10.96.0.1") and b == _service_entry("b", "10.96.0.2")
+    assert a["spec"]["trafficPolicy"] is b["spec"]["trafficPolicy"]
+    assert a["metadata"]["managedFields"][0] is b["metadata"]["managedFields"][0]
+
+
+def test_the_read_shapes_accept_null_wherever_the_api_server_may_write_it() -> None:
+    """The API server writes an empty list as null in places (an EndpointSlice without endpoints):
+    every map or list of the shapes may be null, and the state is built as from whole objects."""
+    objects: list[dict[str, Any]] = [
+        {"kind": "Node", "metadata": {"name": "n1", "labels": None}},
+        {"kind": "Service", "metadata": {"name": "idle", "namespace": "apps", "labels": None}, "spec": None},
+        {
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "idle-x",
+                "namespace": "apps",
+                "labels": {"kubernetes.io/service-name": "idle"},
+            },
+            "addressType": "IPv4",
+            "ports": None,
+            "endpoints": None,
+        },
+        {"kind": "Deployment", "metadata": None, "spec": {"template": {"spec": {"containers": None}}}},
+        {"kind": "Deployment", "metadata": {"name": "d"}, "spec": {"template": None}},
+        {"kind": "Deployment", "metadata": {"name": "e"}, "spec": None},
+    ]
+    lean: list[dict[str, Any]] = []
+    for kind, shape in READ_SHAPES.items():
+        page = msgspec.json.encode({"metadata": None, "items": [o for o in objects if o["kind"] == kind]})
+        lean.extend(page_decoder(shape).decode(page)["items"])
+    assert lean == objects  # nothing dropped: only fields the shapes name were given
+    state = build_cluster_state("c", lean)
+    [idle] = state.services
+    assert idle.name == "idle" and idle.endpoints == ()
+    assert page_decoder(READ_SHAPES["Node"]).decode(b'{"items": null}') == {"items": None}
