@@ -30,18 +30,17 @@ class TranslationContext:
     (the weights of merged endpoints go into a new dict); an object never holds one twice (YAML
     would write that as an alias): equal endpoints of one ServiceEntry are merged."""
 
-    _annotations: dict[tuple[ObjectKey, ...], str] = field(default_factory=dict)
-    """Sources annotation values by sources: one string per policy, not one per object and cluster."""
+    _annotations: dict[tuple[ObjectKey, ...], JSON] = field(default_factory=dict)
+    """Sources annotations by sources: one map per policy, not one per object and cluster."""
+
+    _labels: JSON = field(default_factory=lambda: {MANAGED_BY_LABEL: MANAGED_BY_VALUE})
+    """Our ownership label: one map for every object (never modified, like everything translated)."""
 
     def metadata(self, name: str, namespace: str, sources: Iterable[ObjectKey]) -> JSON:
         """``metadata`` of a generated object: our ownership label and sources annotation."""
         key = tuple(sources)
-        value = self._annotations.get(key)
-        if value is None:
-            value = self._annotations[key] = ",".join(sorted(k.ref for k in key))
-        return {
-            "name": name,
-            "namespace": namespace,
-            "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE},
-            "annotations": {SOURCES_ANNOTATION: value},
-        }
+        annotations = self._annotations.get(key)
+        if annotations is None:
+            value = ",".join(sorted(k.ref for k in key))
+            annotations = self._annotations[key] = {SOURCES_ANNOTATION: value}
+        return {"name": name, "namespace": namespace, "labels": self._labels, "annotations": annotations}

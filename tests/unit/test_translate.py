@@ -610,8 +610,9 @@ def test_equal_split_when_no_weights(tmp_path: Path, n: int) -> None:
 
 def test_equal_endpoints_are_one_dict_and_yaml_has_no_alias(tmp_path: Path) -> None:
     """Two VirtualDestinations over the same services: each remote gateway endpoint is one dict in
-    both ServiceEntries (memory: 10,000 policies x 10 clusters held 900,000 copies), while the
-    YAML of every object is the same as for unshared copies — no ``&id`` anchors or aliases."""
+    both ServiceEntries (memory: 10,000 policies x 10 clusters held 900,000 copies), as are the
+    ownership label and a policy's sources annotation, while the YAML of every object is the same
+    as for unshared copies — no ``&id`` anchors or aliases."""
     other = (
         vd()
         .replace("name: reviews-global", "name: reviews-other")
@@ -632,6 +633,8 @@ def test_equal_endpoints_are_one_dict_and_yaml_has_no_alias(tmp_path: Path) -> N
     ]
     assert len({id(tp["outlierDetection"]) for tp in drs}) == 2  # one per policy, over three clusters
     bodies = [o.body for objs in tr.objects.values() for o in objs]
+    assert len({id(b["metadata"]["labels"]) for b in bodies}) == 1  # our label: one map for all
+    assert len({id(b["metadata"]["annotations"]) for b in bodies}) == 2  # sources: one per policy
     unshared = [msgspec.json.decode(msgspec.json.encode(b)) for b in bodies]
     text = to_yaml_stream(bodies)
     assert "&id" not in text and "*id" not in text
