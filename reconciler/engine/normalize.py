@@ -105,6 +105,17 @@ def comparable_desired(desired: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def comparable_answer(answer: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    """The server's answer to applying ``desired``, as :func:`comparable_live` with the declared
+    fields makes it, built from ``desired`` when the answer holds exactly what was declared (nearly
+    always: see :func:`_exactly_as_declared`). Same value; but it shares the translated object's
+    parts instead of holding on to the answer's, which a change set keeps to the end of the pass
+    (a first sync at 1,000 services: 6,500 answers)."""
+    if _exactly_as_declared(answer, desired):
+        return comparable_desired(desired)
+    return comparable_live(answer, declared_fields(desired))
+
+
 def same_as_live(live: dict[str, Any], desired: dict[str, Any]) -> bool:
     """True when applying ``desired`` would change nothing we own or declare in ``live``.
 

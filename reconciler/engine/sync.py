@@ -23,6 +23,7 @@ from reconciler.clusters.kube import FIELD_MANAGER, ISTIO_RESOURCES, KubeClient,
 from reconciler.engine.changeset import Action, ChangeSet, ClusterResult, ObjectChange
 from reconciler.engine.normalize import (
     changed_paths,
+    comparable_answer,
     comparable_live,
     declared_fields,
     field_owners,
@@ -397,15 +398,14 @@ class _ClusterSync:
         return result
 
     def _classify(self, d: DesiredObject, start: _Start, result: dict[str, Any]) -> ObjectChange:
-        declared = declared_fields(d.body)
-        after = comparable_live(result, declared)
+        after = comparable_answer(result, d.body)
         paths = [] if start.new else changed_paths(start.before, after)
         previous = start.previous
         message = "adopted (was not managed by mesh-reconciler)" if start.adopting else ""
         if start.live is not None and not start.adopting and self.client is not None:
             # The server's answer says whose fields the apply took (or, dry-run, would take); a
             # manager that only shares a field with the same value keeps it and is not named.
-            previous = fields_taken(start.live, result, declared)
+            previous = fields_taken(start.live, result, declared_fields(d.body))
             if previous and self.options.apply:
                 log.info(
                     "%s %s/%s in %s: took over fields from %s",

@@ -7,6 +7,7 @@ from typing import Any
 
 from reconciler.engine.normalize import (
     changed_paths,
+    comparable_answer,
     comparable_desired,
     comparable_live,
     declared_fields,
@@ -168,3 +169,23 @@ def test_fields_taken_names_only_managers_that_lost_a_declared_field() -> None:
     route = {"f:spec": {"f:http": {}}}
     vs_declared = {"f:spec": {"f:hosts": {}, "f:http": {}}}
     assert fields_taken(_managed(("helm", route)), _managed(), vs_declared) == ["helm"]
+
+
+def test_an_answer_exactly_as_declared_is_compared_through_the_desired_object() -> None:
+    """What the change set keeps of the server's answer has the value of its projection, but is
+    built from the desired object when the answer holds exactly what was declared (memory: the
+    answer is then freed); any other answer is projected as before."""
+    exact = live_from(DESIRED)
+    exact["metadata"]["labels"] = dict(DESIRED["metadata"]["labels"])  # nobody else's label
+    after = comparable_answer(exact, DESIRED)
+    assert after == comparable_live(exact, declared_fields(DESIRED))
+    assert after["spec"] is DESIRED["spec"]  # the translated object's, not the answer's
+    for answer in (live_from(DESIRED), live_from(DESIRED, exportTo=["*"])):  # someone else's label, field
+        after = comparable_answer(answer, DESIRED)
+        assert after == comparable_live(answer, declared_fields(DESIRED))
+        assert after["spec"] is not DESIRED["spec"]
+    drifted = live_from(DESIRED)
+    drifted["spec"]["trafficPolicy"] = {"outlierDetection": {"interval": "9s"}}
+    assert changed_paths(comparable_desired(DESIRED), comparable_answer(drifted, DESIRED)) == [
+        "spec.trafficPolicy.outlierDetection.interval"
+    ]
