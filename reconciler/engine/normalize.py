@@ -110,7 +110,9 @@ def comparable_answer(answer: dict[str, Any], desired: dict[str, Any]) -> dict[s
     fields makes it, built from ``desired`` when the answer holds exactly what was declared (nearly
     always: see :func:`_exactly_as_declared`). Same value; but it shares the translated object's
     parts instead of holding on to the answer's, which a change set keeps to the end of the pass
-    (a first sync at 1,000 services: 6,500 answers)."""
+    (a first sync at 1,000 services: 6,500 answers). Equal is ``==``: a desired ``100.0`` would
+    print as such against the server's ``100``, which is why translation writes whole numbers as
+    integers (``translate/traffic_policy._percent``)."""
     if _exactly_as_declared(answer, desired):
         return comparable_desired(desired)
     return comparable_live(answer, declared_fields(desired))

@@ -245,7 +245,7 @@ def _contribution(
         fields["timeout"] = format_duration(p.request_timeout)
     if p.fault_injection is not None:
         fi = p.fault_injection
-        percentage = {"value": fi.percentage if fi.percentage is not None else 100.0}
+        percentage = {"value": _percent(fi.percentage if fi.percentage is not None else 100)}
         if fi.fixed_delay is not None:
             fields["fault"] = {
                 "delay": {"fixedDelay": format_duration(fi.fixed_delay), "percentage": percentage}
@@ -274,7 +274,7 @@ def _contribution(
                     problem(f"mirror target {target} has several ports; set mirror.port", ("mirror",))
                 fields["mirror"] = mirror
                 if m.percentage is not None:
-                    fields["mirrorPercentage"] = {"value": m.percentage}
+                    fields["mirrorPercentage"] = {"value": _percent(m.percentage)}
     if p.header_manipulation is not None:
         fields["headers"] = _headers(p.header_manipulation)
     if p.cors_policy is not None:
@@ -522,3 +522,10 @@ def _emit(config: _ServiceConfig, ctx: TranslationContext, out: Translation) -> 
         out.add(obj)
         for key in sources:
             out.outcome(key).objects.append(obj.ref)
+
+
+def _percent(value: float) -> float:
+    """A percentage as the API server returns it: a whole number as an integer (JSON has one number
+    type, and the server writes ``100``, never ``100.0``). Written as the float, it would compare
+    equal but print as ``100.0`` against the live ``100`` in every diff of the object."""
+    return int(value) if float(value).is_integer() else value

@@ -19,6 +19,7 @@ from reconciler.output import to_yaml_stream
 from reconciler.policy import load_and_check
 from reconciler.translate import Translation, translate
 from reconciler.translate.names import allocate_virtual_ips, gloo_virtual_ip, sanitize
+from reconciler.translate.traffic_policy import _percent
 from tests.unit import topology as t
 from tests.unit.helpers import EXAMPLE, write
 
@@ -518,6 +519,8 @@ def test_traffic_policy_fields(tmp_path: Path) -> None:
             "maxAge": "60s",
         },
     }
+    # a whole percentage is written as the API server returns it (100, not 100.0: no false diff)
+    assert type(route["fault"]["abort"]["percentage"]["value"]) is int
     dr = obj(tr, "east", "DestinationRule")
     assert dr["spec"]["trafficPolicy"]["outlierDetection"]["consecutive5xxErrors"] == 2
     assert dr["spec"]["trafficPolicy"]["outlierDetection"]["maxEjectionPercent"] == 100
@@ -666,3 +669,8 @@ def test_merging_two_services_behind_one_gateway_leaves_the_shared_endpoint_alon
     [all_gateway] = [e for e in by_host["reviews.global"]["spec"]["endpoints"] if e["address"] == "192.0.2.1"]
     assert "weight" not in v2_gateway and all_gateway["weight"] == 2
     assert all_gateway is not v2_gateway
+
+
+def test_percentages_are_written_as_the_api_server_returns_them() -> None:
+    """Whole numbers as integers (the server answers ``100`` for ``100.0``), fractions as they are."""
+    assert [(v, type(v)) for v in map(_percent, (100.0, 5, 12.5))] == [(100, int), (5, int), (12.5, float)]
