@@ -191,6 +191,8 @@ def _share_equal_parts(items: list[dict[str, Any]], shared: dict[Any, Any]) -> N
     """
     encode = msgspec.json.encode
     for item in items:
+        if not isinstance(item, dict):
+            continue  # not an object: left as it is, for the reader to report
         # A part is shared between objects, never twice within one: a map appearing twice in one
         # object would be written as a YAML alias (``&id001``) in a diff or a snapshot.
         used: set[int] = set()

@@ -238,6 +238,13 @@ class KubeClient:
                 decoder=decoder,
             )
             for item in page.get("items") or []:
+                if not isinstance(item, dict):  # never from a real API server; never a crash either
+                    raise KubeError(
+                        200,
+                        f"unreadable answer from the API server of {self.cluster}: "
+                        f"an item of the {resource.plural} listed is not an object",
+                        "BadResponse",
+                    )
                 if metadata_only:  # items are PartialObjectMetadata: name them as the real kind
                     item["apiVersion"], item["kind"] = resource.api_version, resource.kind
                 item.setdefault("apiVersion", resource.api_version)

@@ -157,3 +157,15 @@ def test_an_answer_not_of_the_shape_asked_for_is_a_clear_error_and_not_retried(s
     assert err.value.reason == "BadResponse"
     assert "unreadable answer from the API server of test" in str(err.value) and "$.items" in str(err.value)
     assert len(server.requests) == 1 and sleeps == []
+
+
+def test_a_list_item_that_is_not_an_object_is_a_clear_error(sleeps: list[float]) -> None:
+    """Whatever the answer holds, a LIST fails with a message naming the cluster, never a crash."""
+    with FaultInjectingServer([(200, {}, {"kind": "NodeList", "items": [None]})]) as server:
+        kube = server.client(sleeps)
+        with pytest.raises(KubeError) as err:
+            kube.list(NODES)
+    assert err.value.reason == "BadResponse" and "an item of the nodes listed is not an object" in str(
+        err.value
+    )
+    assert len(server.requests) == 1

@@ -276,3 +276,9 @@ def test_the_read_shapes_accept_null_wherever_the_api_server_may_write_it() -> N
     [idle] = state.services
     assert idle.name == "idle" and idle.endpoints == ()
     assert page_decoder(READ_SHAPES["Node"]).decode(b'{"items": null}') == {"items": None}
+
+
+def test_an_item_that_is_not_an_object_is_left_for_the_reader_to_report() -> None:
+    items: list[Any] = [None, "x", *_as_listed([_service_entry("a", "10.96.0.1")])]
+    _share_equal_parts(items, {})
+    assert items[:2] == [None, "x"] and items[2] == _service_entry("a", "10.96.0.1")
