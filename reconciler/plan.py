@@ -10,7 +10,7 @@ build when neither the policy commit nor what translation reads from discovery c
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from reconciler.clusters.inventory import Inventory
 from reconciler.clusters.kube import KubeClient
 from reconciler.clusters.snapshot import read_snapshot
 from reconciler.clusters.targets import ClusterTarget, resolve_targets
-from reconciler.engine.sync import Desired, prune_suspension
+from reconciler.engine.sync import Desired, in_sync_checks, prune_suspension
 from reconciler.findings import Finding
 from reconciler.policy import PolicySet, load_and_check
 from reconciler.repo_config import RepoConfig, load_repo_config
@@ -125,8 +125,9 @@ def load_inventory(
     repo: RepoConfig,
     connection: Connection | None = None,
     cached: Mapping[str, list[dict[str, Any]] | None] | None = None,
+    owned_later: bool = False,
 ) -> tuple[Inventory, Discovery | None]:
-    """Live state: a snapshot directory, or discovery (``cached``: see :func:`discover`)."""
+    """Live state: a snapshot directory, or discovery (``cached``, ``owned_later``: see :func:`discover`)."""
     if source.state is not None:
         wanted = [repo.cluster_for_context(c) for c in source.contexts] or None
         return read_snapshot(source.state, wanted), None
@@ -138,6 +139,7 @@ def load_inventory(
         connected=(connection.clients, connection.errors),
         cached=cached,
         keep_raw=source.keep_raw,
+        owned_later=owned_later,
     )
     return found.inventory, found
 
@@ -156,9 +158,15 @@ def build_plan(
     state it read are unchanged (see :mod:`reconciler.buildcache`).
     """
     repo, config_findings = load_repo_config(root)
-    inventory, discovery = load_inventory(source, repo, connection, cached)
+    # Our own kinds are listed after translation (owned_later), so that each listed object is
+    # compared with its desired object as it arrives and an unchanged one is not held whole.
+    inventory, discovery = load_inventory(source, repo, connection, cached, owned_later=True)
     try:
         build, key = _build(root, repo, inventory, build_cache)
+        if discovery is not None and discovery.pending:
+            build, key = _list_owned(
+                discovery, build, key, lambda: _build(root, repo, inventory, build_cache)
+            )
     except BaseException:
         if discovery is not None and connection is None:
             discovery.close()  # clients this function opened; a caller's connection is the caller's
@@ -166,6 +174,26 @@ def build_plan(
     return Plan(
         root, repo, build.policies, inventory, build.translation, discovery, config_findings, key.decode()
     )
+
+
+def _list_owned(
+    discovery: Discovery, build: Build, key: bytes, rebuild: Callable[[], tuple[Build, bytes]]
+) -> tuple[Build, bytes]:
+    """LIST our kinds in the clusters discovered, each object compared with ``build``'s desired
+    objects as it arrives (:func:`in_sync_checks`); returns the build the engine uses.
+
+    A cluster that fails here is unreachable, but translation read it as reachable (it may be the
+    failover destination of other clusters' objects): the build is made again without it. The
+    other clusters were compared with desired objects that may have changed with it, so their
+    objects are listed again, whole, before that (rare: the CRDs missing, a cluster going away
+    between two LISTs).
+    """
+    failed = discovery.list_owned(in_sync_checks(build.translation.objects))
+    if not failed:
+        return build, key
+    log.warning("building again without %s", ", ".join(sorted(failed)))
+    discovery.list_owned_again(n for n, s in discovery.inventory.clusters.items() if s.in_sync)
+    return rebuild()
 
 
 def _build(
@@ -190,5 +218,8 @@ def _build(
     )
     build = Build(policies, translation)
     if cache is not None:
+        # Kept for the passes to come, each of which loads it whole: share its equal parts first
+        # (what a no-op pass holds of it at 1,000 services: 19 -> 14 MB).
+        translation.share_equal_parts()
         cache.put(key, build)
     return build, key

@@ -279,7 +279,7 @@ class ReconcileOutcome:
     error: str = ""
     checkout: Checkout | None = None
     result: PassResult | None = None
-    status: dict[ObjectKey, dict[str, Any]] = field(default_factory=dict)
+    status: Mapping[ObjectKey, dict[str, Any]] = field(default_factory=dict)
     status_commit: str | None = None
     status_changed: bool = False
     seconds: float = 0.0
@@ -491,7 +491,7 @@ def _reconcile(
             dry_run=effective.dry_run,
             only=rebuild,
         )
-        docs = dict(sorted({**reused, **built}.items()))
+        docs: Mapping[ObjectKey, dict[str, Any]] = reused.with_built(built)
     else:
         docs = {}  # built by regenerate, from every cluster's record in the worktree it writes
     # A policy FAILED only in its status (istiod's analysis rejects what we applied) is degraded too.

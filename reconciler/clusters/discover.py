@@ -1,5 +1,9 @@
 """Discovery: one LIST per kind per cluster, all clusters in parallel, each with a deadline.
 
+Two rounds: what translation reads (:data:`READ_LISTS`), then our own kinds (:data:`OWNED_LISTS`,
+:meth:`Discovery.list_owned`) once translation is done, so that each object of ours is compared
+with its desired object as it is decoded and an unchanged one is never held whole.
+
 A cluster that cannot be listed completely is *unreachable* for this run: it is reported, nothing is
 rendered for it, nothing is pruned in it, and nothing elsewhere is changed on its account.
 """
@@ -10,9 +14,9 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import msgspec
 
@@ -25,6 +29,8 @@ from reconciler.clusters.inventory import (
     ClusterState,
     Inventory,
     build_cluster_state,
+    is_owned,
+    settled_view,
     unavailable,
 )
 from reconciler.clusters.kube import (
@@ -41,19 +47,32 @@ from reconciler.clusters.kube import (
     page_decoder,
 )
 from reconciler.clusters.targets import ClusterTarget
+from reconciler.sharing import Shared, share_parts
 
 log = logging.getLogger(__name__)
 
 OWNED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
 
-DISCOVERY_LISTS: tuple[tuple[Resource, str | None], ...] = (
+READ_LISTS: tuple[tuple[Resource, str | None], ...] = (
     (NODES, None),
     (SERVICES, None),
     (ENDPOINT_SLICES, None),
     (DEPLOYMENTS, ISTIOD_SELECTOR),
-    *((r, OWNED_SELECTOR) for r in ISTIO_RESOURCES.values()),
 )
+"""What translation reads: nodes, services, their endpoints, istiod."""
+
+OWNED_LISTS: tuple[tuple[Resource, str | None], ...] = tuple(
+    (r, OWNED_SELECTOR) for r in ISTIO_RESOURCES.values()
+)
+"""Our kinds, by our label: what the engine compares, writes and prunes."""
+
+DISCOVERY_LISTS = READ_LISTS + OWNED_LISTS
 """What discovery LISTs in every cluster (resource, label selector)."""
+
+InSync = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+"""The desired object a listed object of ours (:func:`~reconciler.clusters.inventory.is_owned`)
+equals, or None: the engine's comparison, asked as each object is listed (see
+:meth:`Discovery.list_owned`)."""
 
 
 @dataclass
@@ -64,10 +83,96 @@ class Discovery:
     seconds: dict[str, float] = field(default_factory=dict)
     cached: set[str] = field(default_factory=set)
     """Clusters whose state came from ``serve``'s watch caches (no LIST sent)."""
+    pending: dict[str, ClusterTarget] = field(default_factory=dict)
+    """Reachable clusters whose objects of our kinds are not listed yet (:meth:`list_owned`)."""
+    targets: list[ClusterTarget] = field(default_factory=list)
+    cluster_timeout: float = 60.0
+    workers: int = 8
+    keep_raw: bool = True
 
     def close(self) -> None:
         for c in self.clients.values():
             c.close()
+
+    def list_owned(self, in_sync: Mapping[str, InSync] | None = None) -> list[str]:
+        """LIST our kinds in every pending cluster; returns the clusters that failed now (they
+        become unreachable: see the module docstring).
+
+        ``in_sync``: per cluster, the engine's comparison with the desired objects. An object it
+        finds equal is kept only as :func:`~reconciler.clusters.inventory.settled_view` (mostly
+        its desired object itself) and named
+        in :attr:`ClusterState.in_sync`, right as its page is decoded: a no-op pass then never
+        holds its thousands of unchanged objects at once (~10 MB at 1,000 services in 3 clusters).
+        Translation must be done by then, which is why these kinds are listed after the others.
+        Not with ``keep_raw``: a snapshot keeps every object as listed.
+        """
+        sharing = _SharingDecoder()
+        todo, self.pending = list(self.pending.values()), {}
+
+        def one(target: ClusterTarget) -> tuple[ClusterTarget, list[dict[str, Any]] | None, str | None]:
+            state = self.inventory.clusters[target.name]
+            check = None if self.keep_raw or in_sync is None else in_sync.get(target.name)
+            # Not for a snapshot (keep_raw): it writes the objects as listed, and shared parts
+            # would be YAML aliases.
+            objects, error = self._list(
+                target,
+                OWNED_LISTS,
+                lambda r: None if self.keep_raw else sharing.page(r, check, state.in_sync),
+            )
+            return target, objects, error
+
+        failed: list[str] = []
+        with _pool(self.workers, len(todo)) as pool:
+            for target, objects, error in pool.map(one, todo):
+                state = self.inventory.clusters[target.name]
+                if objects is None:
+                    log.warning("%s", unavailable(target.name, error or ""))
+                    state.error = error
+                    state.forget_owned()
+                    failed.append(target.name)
+                    continue
+                if self.keep_raw:
+                    self.raw.setdefault(target.name, []).extend(objects)
+                state.add_owned(objects)
+        return failed
+
+    def list_owned_again(self, names: Iterable[str]) -> list[str]:
+        """Forget what was listed of our kinds in ``names`` and LIST them whole (no comparison
+        asked): when the desired objects they were compared with are no longer the ones the
+        engine will use. Returns the clusters that failed now."""
+        for name in names:
+            state = self.inventory.clusters[name]
+            if state.reachable and name not in self.cached:
+                state.forget_owned()
+                self.pending[name] = next(t for t in self.targets if t.name == name)
+        return self.list_owned(None)
+
+    def _list(
+        self,
+        target: ClusterTarget,
+        lists: Sequence[tuple[Resource, str | None]],
+        decoder_for: Callable[[Resource], Decoder | None],
+    ) -> tuple[list[dict[str, Any]] | None, str | None]:
+        """LIST ``lists`` in one cluster within what is left of its ``cluster_timeout``:
+        the objects, or None and why not."""
+        start = time.monotonic() - self.seconds.get(target.name, 0.0)
+        objects: list[dict[str, Any]] = []
+        try:
+            for resource, selector in lists:
+                if time.monotonic() - start > self.cluster_timeout:
+                    raise KubeError(0, f"discovery took longer than {self.cluster_timeout:.0f}s", "Timeout")
+                objects.extend(
+                    self.clients[target.name].list(
+                        resource,
+                        label_selector=selector,
+                        decoder=decoder_for(resource),
+                    )
+                )
+        except KubeError as exc:
+            return None, _explain(exc, target, resource)
+        finally:
+            self.seconds[target.name] = time.monotonic() - start
+        return objects, None
 
 
 def connect(targets: Sequence[ClusterTarget], timeout: float) -> tuple[dict[str, KubeClient], dict[str, str]]:
@@ -91,49 +196,46 @@ def discover(
     connected: tuple[dict[str, KubeClient], dict[str, str]] | None = None,
     cached: Mapping[str, list[dict[str, Any]] | None] | None = None,
     keep_raw: bool = True,
+    owned_later: bool = False,
 ) -> Discovery:
     """LIST every cluster; ``connected`` reuses clients opened earlier (e.g. to take the run Lease).
 
     ``cached``: objects per cluster from synced watch caches (``WatchCaches.snapshot``); those
     clusters are not LISTed. A cluster mapped to None (cache not synced) is LISTed as usual.
     ``keep_raw``: keep every listed object in :attr:`Discovery.raw` (snapshots, a second plan).
+    ``owned_later``: LIST only what translation reads (:data:`READ_LISTS`); our kinds are listed by
+    :meth:`Discovery.list_owned`, once there are desired objects to compare them with.
     """
     clients, errors = connected if connected is not None else connect(targets, timeout)
-    result = Discovery(Inventory(), clients=clients)
+    result = Discovery(
+        Inventory(),
+        clients=clients,
+        targets=list(targets),
+        cluster_timeout=cluster_timeout,
+        workers=workers,
+        keep_raw=keep_raw,
+    )
     for name, message in errors.items():
         context = next(t.context for t in targets if t.name == name)
         result.inventory.clusters[name] = ClusterState(name=name, context=context, error=message)
 
-    def one(target: ClusterTarget) -> tuple[ClusterTarget, list[dict[str, Any]] | None, str | None, float]:
-        start = time.monotonic()
+    def one(target: ClusterTarget) -> tuple[ClusterTarget, list[dict[str, Any]] | None, str | None]:
         from_cache = (cached or {}).get(target.name)
         if from_cache is not None:
             result.cached.add(target.name)
-            return target, from_cache, None, 0.0
-        client = clients[target.name]
-        objects: list[dict[str, Any]] = []
-        for resource, selector in DISCOVERY_LISTS:
-            try:
-                if time.monotonic() - start > cluster_timeout:
-                    raise KubeError(0, f"discovery took longer than {cluster_timeout:.0f}s", "Timeout")
-                # Memory: what the LISTs decode to is most of a pass's peak (three clusters are
-                # listed at once). Of the kinds we only read, only what is read is decoded; equal
-                # parts of ours are shared as each page is decoded. Not for a snapshot (keep_raw):
-                # it writes the objects as listed (and shared parts would be YAML aliases).
-                decoder: Decoder | None = None
-                if not keep_raw:
-                    shape = READ_SHAPES.get(resource.kind)
-                    decoder = page_decoder(shape) if shape is not None else sharing
-                objects.extend(client.list(resource, label_selector=selector, decoder=decoder))
-            except KubeError as exc:
-                return target, None, _explain(exc, target, resource), time.monotonic() - start
-        return target, objects, None, time.monotonic() - start
+            result.seconds[target.name] = 0.0
+            return target, from_cache, None
+        # Memory: what the LISTs decode to is most of a pass's peak (three clusters are listed at
+        # once). Of the kinds we only read, only what is read is decoded. Not for a snapshot
+        # (keep_raw): it writes the objects as listed.
+        objects, error = result._list(
+            target, READ_LISTS, lambda r: None if keep_raw else page_decoder(READ_SHAPES[r.kind])
+        )
+        return target, objects, error
 
-    sharing = _SharingDecoder()
     reachable = [t for t in targets if t.name in clients]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(workers, len(reachable) or 1))) as pool:
-        for target, objects, error, seconds in pool.map(one, reachable):
-            result.seconds[target.name] = seconds
+    with _pool(workers, len(reachable)) as pool:
+        for target, objects, error in pool.map(one, reachable):
             if objects is None:
                 log.warning("%s", unavailable(target.name, error or ""))
                 result.inventory.clusters[target.name] = ClusterState(
@@ -145,107 +247,86 @@ def discover(
             result.inventory.clusters[target.name] = build_cluster_state(
                 target.name, objects, context=target.context
             )
+            if target.name not in result.cached:
+                result.pending[target.name] = target
+    if not owned_later:
+        result.list_owned()
     return result
 
 
-class _SharingDecoder:
-    """Decodes a LIST page of our kinds and shares its equal parts (:func:`_share_equal_parts`)
-    before another page is decoded, across all clusters.
+def _pool(workers: int, jobs: int) -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(workers, jobs or 1)))
 
-    A page of 1,000 ServiceEntries decodes to ~8 MB, ~3 MB once shared. Clusters are listed in
-    parallel, so without the lock three pages could wait decoded but not yet shared; with it one
-    does. It costs no parallelism: decoding and sharing hold the GIL anyway, and the requests
-    themselves are not under the lock. Sharing across clusters also finds more equal parts.
+
+class _SharingDecoder:
+    """Decodes the LIST pages of our kinds one item at a time: each item is compared (when asked)
+    and reduced, or its equal parts shared, before the next one is decoded.
+
+    A page of 1,000 ServiceEntries decodes to ~8 MB at once; decoded item by item, a page holds
+    its JSON and what is kept of the items (the JSON is read once, into raw views of each item).
+    Pages stay large, one request per kind: each continuation page cost the API server ~0.1 s
+    at 1,000 services. The lock keeps one page being decoded at a time across clusters, which
+    costs no parallelism (decoding holds the GIL anyway, and the requests are not under it) and
+    lets equal parts be shared across clusters.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._shared: dict[Any, Any] = {}
+        self._shared: Shared = {}
+
+    def page(self, resource: Resource, in_sync: InSync | None, found: set[tuple[str, str, str]]) -> Decoder:
+        """The decoder of one LIST of ``resource`` in one cluster: each owned object ``in_sync``
+        finds equal to its desired object is reduced to :func:`settled_view` (and its key added
+        to ``found``); the other items have their equal parts shared."""
+        return _Page(self, resource, in_sync, found)
+
+
+class _RawPage(TypedDict, total=False):
+    metadata: Any
+    items: list[msgspec.Raw] | None
+
+
+_RAW_PAGE = msgspec.json.Decoder(_RawPage)
+"""A LIST page with its items left as JSON (``msgspec.Raw``: views into the answer, not copies)."""
+
+
+@dataclass
+class _Page:
+    sharing: _SharingDecoder
+    resource: Resource
+    in_sync: InSync | None
+    found: set[tuple[str, str, str]]
 
     def decode(self, data: bytes, /) -> Any:
-        with self._lock:
-            page = decode_json(data)
-            items = page.get("items") if isinstance(page, dict) else None
-            if isinstance(items, list):
-                _share_equal_parts(items, self._shared)
-            return page
+        page = _RAW_PAGE.decode(data)
+        raw = page.get("items") or []
+        with self.sharing._lock:
+            items = [self._settle(decode_json(one)) for one in raw]
+            _share_equal_parts(items, self.sharing._shared)
+        return {"metadata": page.get("metadata"), "items": items}
+
+    def _settle(self, item: Any) -> Any:
+        if self.in_sync is None or type(item) is not dict:
+            return item  # not an object: left as it is, for the reader to report
+        # a LIST of a custom resource names its items' kind; never guess the comparison wrong if not
+        item.setdefault("apiVersion", self.resource.api_version)
+        item.setdefault("kind", self.resource.kind)
+        desired = self.in_sync(item) if is_owned(item) else None
+        if desired is None:
+            return item
+        meta = desired["metadata"]  # the desired object's strings: the live ones are dropped
+        self.found.add((desired["kind"], meta["namespace"], meta["name"]))
+        return settled_view(item, desired)
 
 
-def _share_equal_parts(items: list[dict[str, Any]], shared: dict[Any, Any]) -> None:
-    """Make equal parts of our listed objects one object: halves what they decode to.
-
-    Our objects are many renderings of a few shapes, yet each decodes to its own copies. At 1,000
-    services, one cluster's 2,167 objects decode to 14.7 MB; with the parts below shared, 4.8 MB:
-
-    - ``fieldsV1`` sets (they mirror the shape of the object they describe) and whole
-      ``managedFields`` entries;
-    - ``labels`` and ``annotations`` maps;
-    - each top-level map of ``spec``, and each list of maps there with the maps in it (the
-      gateway endpoints every ServiceEntry lists, a DestinationRule's ``trafficPolicy``).
-
-    Equal means equal JSON (``msgspec`` encodes in the order decoded, so equal bytes decode to equal
-    values; ``1`` and ``1.0``, or maps ordered differently, are just not shared). Costs ~7 µs per
-    object (2,167 in ~15 ms, about what decoding them costs). Safe because listed objects are only
-    ever read, never changed in place (:mod:`reconciler.engine.normalize` builds new objects), the
-    same rule as for translated objects (docs/architecture.md).
-    """
-    encode = msgspec.json.encode
+def _share_equal_parts(items: list[Any], shared: Shared) -> None:
+    """Make equal parts of our listed objects one object (:mod:`reconciler.sharing`): one cluster's
+    2,167 objects at 1,000 services decode to 14.7 MB, ~5 MB shared. Listed objects are only ever
+    read, never changed in place. An item that is not an object is left as it is, for the reader
+    to report."""
     for item in items:
-        if not isinstance(item, dict):
-            continue  # not an object: left as it is, for the reader to report
-        # A part is shared between objects, never twice within one: a map appearing twice in one
-        # object would be written as a YAML alias (``&id001``) in a diff or a snapshot.
-        used: set[int] = set()
-        meta = item.get("metadata")
-        if isinstance(meta, dict):
-            for key in ("labels", "annotations"):
-                value = meta.get(key)
-                if isinstance(value, dict):
-                    meta[key] = _one(shared, used, encode(value), value)
-            entries = meta.get("managedFields")
-            if isinstance(entries, list):
-                meta["managedFields"] = [_shared_entry(e, shared, used) for e in entries]
-        spec = item.get("spec")
-        if isinstance(spec, dict):
-            for key, value in spec.items():
-                if isinstance(value, dict):
-                    spec[key] = _one(shared, used, encode(value), value)
-                elif isinstance(value, list) and value and isinstance(value[0], dict):
-                    # A list of maps: the maps shared, then the list keyed by their identities
-                    # (cheaper than encoding it again; the shared maps outlive the key). Lists of
-                    # strings (hosts, addresses) name one object each: not worth a lookup.
-                    value = [_one(shared, used, encode(v), v) if isinstance(v, dict) else v for v in value]
-                    spec[key] = _one(shared, used, ("list", *map(id, value)), value)
-
-
-def _one(shared: dict[Any, Any], used: set[int], key: Any, value: Any) -> Any:
-    """The shared value equal to ``value`` (``key`` says what it is), unless that one is already
-    part of the same object (``used``): then ``value`` itself."""
-    found = shared.setdefault(key, value)
-    if id(found) in used:
-        return value
-    used.add(id(found))
-    return found
-
-
-def _shared_entry(entry: Any, shared: dict[Any, Any], used: set[int]) -> Any:
-    """One ``managedFields`` entry, its field set shared first. The entry is then keyed by that
-    set's identity and its other values, which is cheaper than encoding it again; only entries
-    whose other values are all strings (manager, operation, time...) are shared, so that no two
-    values equal only to Python (``1``, ``1.0``, ``True``) are ever taken for one."""
-    fields = entry.get("fieldsV1") if isinstance(entry, dict) else None
-    if not isinstance(fields, dict):
-        return entry
-    entry["fieldsV1"] = fields = _one(shared, used, msgspec.json.encode(fields), fields)
-    key: list[Any] = ["managedFields"]
-    for name, value in entry.items():
-        if name == "fieldsV1":
-            key.append((name, id(value)))
-        elif type(value) is str:
-            key.append((name, value))
-        else:
-            return entry
-    return _one(shared, used, tuple(key), entry)
+        if type(item) is dict:
+            share_parts(item, shared)
 
 
 def _explain(exc: KubeError, target: ClusterTarget, resource: Resource) -> str:

@@ -21,6 +21,9 @@ MANAGED_BY_VALUE = "mesh-reconciler"
 SOURCES_ANNOTATION = "mesh-reconciler.io/sources"
 """Comma-separated ``Kind/namespace/name`` of the policies an object was generated from."""
 
+MANAGED_KINDS = ("ServiceEntry", "DestinationRule", "VirtualService")
+"""Istio kinds (networking.istio.io/v1) this reconciler writes, compares and prunes, in apply order."""
+
 ISTIO_CRDS_MISSING = "Istio networking CRDs not installed"
 """Start of the error of a cluster that answers but does not serve networking.istio.io."""
 
@@ -127,11 +130,18 @@ class ClusterState:
     gateways: list[Gateway] = field(default_factory=list)
     managed: list[dict[str, Any]] = field(default_factory=list)
     """Live objects we own (:func:`is_owned`: label *and* sources annotation), as the API server
-    returned them. Only these are ever compared, configured or pruned as ours."""
+    returned them — or, for those found equal to their desired object as they were listed
+    (:attr:`in_sync`), what is kept of them (:func:`settled_view`). Only these are ever compared,
+    configured or pruned as ours. Read, never changed in place."""
     claimed: list[dict[str, Any]] = field(default_factory=list)
     """Live objects carrying our label but not our sources annotation: someone copied the label (or
     an old tool set it). Not ours: a desired object of the same name is a conflict unless adopted,
     and they are never pruned."""
+    in_sync: set[tuple[str, str, str]] = field(default_factory=set)
+    """(kind, namespace, name) of objects in :attr:`managed` found equal to their desired object
+    as they were listed (discovery asks the engine's comparison before keeping a listed object).
+    Of those, :attr:`managed` keeps only what is read afterwards (:func:`settled_view`): nothing is
+    left to diff, apply or prune for them, so their bodies need not outlive their LIST page."""
     error: str | None = None
     """Why discovery failed; a failed cluster is excluded from the run and never pruned."""
     notes: list[str] = field(default_factory=list)
@@ -163,6 +173,24 @@ class ClusterState:
         """
         self.managed = [_status_view(o) for o in self.managed if o.get("status")]
         self.claimed = []
+
+    def add_owned(self, objects: Iterable[Mapping[str, Any]]) -> None:
+        """Sort listed objects of our kinds into :attr:`managed` (ours: :func:`is_owned`) and
+        :attr:`claimed` (our label only); objects without our label are left out."""
+        for o in objects:
+            if str(o.get("kind", "")) not in MANAGED_KINDS:
+                continue
+            # (not copied: what is listed is only read; a snapshot's or a watch cache's are dicts too)
+            if is_owned(o):
+                self.managed.append(o if type(o) is dict else dict(o))
+            elif has_our_label(o):
+                self.claimed.append(o if type(o) is dict else dict(o))
+        self.managed.sort(key=_object_order)
+        self.claimed.sort(key=_object_order)
+
+    def forget_owned(self) -> None:
+        """Drop what was listed of our kinds (to list them again)."""
+        self.managed, self.claimed, self.in_sync = [], [], set()
 
 
 @dataclass(frozen=True)
@@ -228,16 +256,32 @@ def control_plane_messages(obj: Mapping[str, Any]) -> list[ControlPlaneMessage]:
     return out
 
 
-def _status_view(obj: Mapping[str, Any]) -> dict[str, Any]:
+def _status_view(
+    obj: Mapping[str, Any], keys: tuple[str, ...] = ("name", "namespace", "generation")
+) -> dict[str, Any]:
     meta = obj.get("metadata") or {}
     out: dict[str, Any] = {
         "apiVersion": obj.get("apiVersion"),
         "kind": obj.get("kind"),
-        "metadata": {k: meta[k] for k in ("name", "namespace", "generation") if k in meta},
+        "metadata": {k: meta[k] for k in keys if k in meta},
     }
     if "status" in obj:
         out["status"] = obj["status"]
     return out
+
+
+def settled_view(live: Mapping[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    """What is kept of a live object of ours found equal to ``desired`` (:attr:`ClusterState.in_sync`).
+
+    Everything read of it afterwards is as in ``desired`` — identity, ownership markers (its
+    labels and sources annotation are fields we own), the routes of a VirtualService — except
+    istiod's ``status``: so ``desired`` itself, unless the live object carries a status, then its
+    identity, markers and status (what :func:`control_plane_messages` reads). Nothing is copied
+    for the thousands of unchanged objects of a no-op pass.
+    """
+    if "status" not in live:
+        return desired
+    return _status_view(live, ("name", "namespace", "generation", "labels", "annotations"))
 
 
 @dataclass
@@ -476,14 +520,7 @@ def build_cluster_state(name: str, objects: Iterable[Mapping[str, Any]], context
             continue  # revisions share a mesh
         state.meshes.append(Mesh(name=mesh_name, cluster=name, namespace=ns, version=_image_tag(dep)))
 
-    for kind in ("ServiceEntry", "DestinationRule", "VirtualService"):
-        for o in by_kind[kind]:
-            if is_owned(o):
-                state.managed.append(dict(o))
-            elif has_our_label(o):
-                state.claimed.append(dict(o))
-    state.managed.sort(key=_object_order)
-    state.claimed.sort(key=_object_order)
+    state.add_owned(o for kind in MANAGED_KINDS for o in by_kind[kind])
 
     if state.nodes and not state.localities():
         state.notes.append(

@@ -111,6 +111,28 @@ def _never() -> str:
     return ""
 
 
+def in_sync_checks(
+    objects: Mapping[str, Sequence[DesiredObject]],
+) -> dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]]:
+    """Per cluster, the desired object a live object of ours equals (None: it differs, or nothing is
+    desired there): the question :meth:`_ClusterSync._decide` asks of every object, for discovery
+    to ask as each object is listed (:meth:`reconciler.clusters.discover.Discovery.list_owned`).
+    The answers are in :attr:`ClusterState.in_sync`, and this engine takes them as they are."""
+
+    def check(
+        by_key: dict[tuple[str, str, str], DesiredObject],
+    ) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+        def in_sync(live: dict[str, Any]) -> dict[str, Any] | None:
+            d = by_key.get(_key(live))
+            return d.body if d is not None and same_as_live(live, d.body) else None
+
+        return in_sync
+
+    return {
+        name: check({(d.kind, d.namespace, d.name): d for d in desired}) for name, desired in objects.items()
+    }
+
+
 def sync(
     desired: Desired,
     clients: Mapping[str, KubeClient],
@@ -239,7 +261,8 @@ class _ClusterSync:
         first = len(self.result.changes)
         outcomes: list[tuple[DesiredObject, dict[str, Any] | None, ObjectChange | _Start]] = []
         for d in group:
-            current = live.pop((d.kind, d.namespace, d.name), None)
+            key = (d.kind, d.namespace, d.name)
+            current = live.pop(key, None)
             reason = self.stop()
             if reason:
                 outcomes.append((d, current, self._hold(d, current, f"not written: {reason}")))
@@ -249,9 +272,7 @@ class _ClusterSync:
                 why = f"routes to {', '.join(stranded)}, whose ServiceEntry/DestinationRule is not in this cluster"
                 outcomes.append((d, current, self._hold(d, current, why)))
                 continue
-            outcomes.append(
-                (d, current, self._decide(d, current, claimed.get((d.kind, d.namespace, d.name))))
-            )
+            outcomes.append((d, current, self._decide(d, current, claimed.get(key))))
         remote = [
             (i, d, cur, start) for i, (d, cur, start) in enumerate(outcomes) if isinstance(start, _Start)
         ]
@@ -271,6 +292,8 @@ class _ClusterSync:
             assert isinstance(outcome, ObjectChange)
             if outcome.action in (Action.CREATE, Action.CONFIGURE, Action.UNCHANGED):
                 _note_routes(routes, d.body)
+            elif current is not None and (d.kind, d.namespace, d.name) in self.state.in_sync:
+                _note_routes(routes, d.body)  # held as it is live, which routes as desired
             else:  # held, failed or conflict: what is live stays live
                 _note_routes(routes, current)
             available = current is not None or outcome.action in (
@@ -312,7 +335,9 @@ class _ClusterSync:
         why = self._why_held(d, live)
         if why:
             return self._hold(d, live, why)
-        if live is not None and same_as_live(live, d.body):
+        if live is not None and (
+            (d.kind, d.namespace, d.name) in self.state.in_sync or same_as_live(live, d.body)
+        ):
             return self._change(d.body, Action.UNCHANGED, d.sources)
         return self._start(d, live, claimed)
 

@@ -18,7 +18,7 @@ import os
 import stat
 import tempfile
 import urllib.parse
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -233,11 +233,13 @@ def _cell(text: str) -> str:
 
 
 def render_readme(docs: Mapping[ObjectKey, StatusDoc], commit: str) -> str:
-    """The summary table: one row per policy, one column per cluster (deterministic, no timestamps)."""
-    accepted, invalid, failed, pending = status_summary(docs)
-    clusters = sorted(
-        {str(c) for doc in docs.values() for c in ((doc.get("status") or {}).get("clusters") or {})}
-    )
+    """The summary table: one row per policy, one column per cluster (deterministic, no timestamps).
+
+    Each report is read once, and only what the table shows of it is kept (reused reports are
+    decoded on every read, see :class:`Reports`)."""
+    statuses = {key: _summary(docs[key]) for key in sorted(docs)}
+    accepted, invalid, failed, pending = status_summary({k: {"status": v} for k, v in statuses.items()})
+    clusters = sorted({str(c) for status in statuses.values() for c in (status.get("clusters") or {})})
     lines = [
         "# Policy status",
         "",
@@ -252,21 +254,28 @@ def render_readme(docs: Mapping[ObjectKey, StatusDoc], commit: str) -> str:
         return "\n".join(lines) + "\n"
     lines.append("| Policy | State | " + " | ".join(_cell(c) for c in clusters) + " |")
     lines.append("|---|---|" + "---|" * len(clusters))
-    for key in sorted(docs):
-        status: dict[str, Any] = docs[key].get("status") or {}
-        per_cluster = status.get("clusters") or {}
-        cells = [
-            str((per_cluster.get(c) or {}).get("state", "-")) if c in per_cluster else "-" for c in clusters
-        ]
+    for key, status in statuses.items():
+        per_cluster = status["clusters"]
+        cells = [str(per_cluster[c].get("state", "-")) if c in per_cluster else "-" for c in clusters]
         link = f"[{_cell(str(key))}]({status_file(key)})"
         lines.append(f"| {link} | {status.get('state', '?')} | " + " | ".join(cells) + " |")
-    problems = [
-        (key, str(e)) for key in sorted(docs) for e in ((docs[key].get("status") or {}).get("errors") or [])
-    ]
+    problems = [(key, str(e)) for key, status in statuses.items() for e in (status.get("errors") or [])]
     if problems:
         lines += ["", "## Errors", ""]
         lines += [f"- {_cell(str(key))}: {_cell(e)}" for key, e in problems]
     return "\n".join(lines) + "\n"
+
+
+def _summary(doc: StatusDoc) -> dict[str, Any]:
+    """What the README shows of a report: its state, each cluster's, its errors."""
+    status = doc.get("status") or {}
+    out = {k: status[k] for k in ("state", "errors") if k in status}
+    out["clusters"] = {c: _only(v, "state") for c, v in (status.get("clusters") or {}).items()}
+    return out
+
+
+def _only(value: Any, key: str) -> dict[str, Any]:
+    return {key: value[key]} if isinstance(value, dict) and key in value else {}
 
 
 def _write_if_changed(path: Path, text: str) -> bool:
@@ -370,16 +379,14 @@ class RenderMemo:
             return None
         return _decoded(entry[0])  # a fresh copy: callers own what they read
 
-    def reusable(
-        self, fingerprints: Mapping[ObjectKey, str], root: Path, status_path: str
-    ) -> dict[ObjectKey, StatusDoc]:
+    def reusable(self, fingerprints: Mapping[ObjectKey, str], root: Path, status_path: str) -> Reports:
         """The reports that need no build: written from the very fingerprint ``fingerprints`` gives
         their policy, and untouched since (the size and mtime we left). The others are built."""
+        out = Reports()
         if not fingerprints or not self.files:
-            return {}
+            return out
         status_root = _status_root(root, status_path)
         base = str(status_root)
-        out: dict[ObjectKey, StatusDoc] = {}
         for key, fingerprint in fingerprints.items():
             rel = status_file(key)
             entry = self.files.get(rel)
@@ -392,7 +399,7 @@ class RenderMemo:
             if doc is not None and (
                 not _is_hashed(rel) or _key_of(status_root / rel, status_root, doc) == key
             ):
-                out[key] = doc
+                out.stored[key] = entry[0]
         return out
 
     def save(self, files: dict[str, list[Any]]) -> None:
@@ -414,6 +421,43 @@ class RenderMemo:
             os.replace(tmp, self.path)
         except OSError:
             Path(tmp).unlink(missing_ok=True)
+
+
+class Reports(Mapping[ObjectKey, StatusDoc]):
+    """Status reports by policy, in key order: the ones built in this pass, and the ones reused as
+    stored in the memo (canonical JSON), decoded afresh each time one is read.
+
+    Why not decoded once: a no-op pass reuses every report, and 1,500 decoded reports are ~12 MB
+    it would hold to its end, for three quick reads (the summary, the README, the metrics). Each
+    read gets its own copy, as :meth:`RenderMemo.document` gives.
+    """
+
+    def __init__(self, built: Mapping[ObjectKey, StatusDoc] | None = None) -> None:
+        self.built: dict[ObjectKey, StatusDoc] = dict(built or {})
+        self.stored: dict[ObjectKey, str] = {}
+
+    def with_built(self, built: Mapping[ObjectKey, StatusDoc]) -> Reports:
+        """These reports, with ``built`` in place of any stored one of the same key."""
+        out = Reports({**self.built, **built})
+        out.stored = {k: v for k, v in self.stored.items() if k not in out.built}
+        return out
+
+    def __getitem__(self, key: ObjectKey) -> StatusDoc:
+        if key in self.built:
+            return self.built[key]
+        doc = _decoded(self.stored[key])
+        if doc is None:  # checked when it was stored (RenderMemo.reusable)
+            raise KeyError(key)
+        return doc
+
+    def __iter__(self) -> Iterator[ObjectKey]:
+        return iter(sorted(self.built.keys() | self.stored.keys()))
+
+    def __len__(self) -> int:
+        return len(self.built.keys() | self.stored.keys())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.built or key in self.stored
 
 
 def _decoded(canonical: str) -> StatusDoc | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from reconciler.clusters.inventory import Inventory
+from reconciler.clusters.inventory import MANAGED_KINDS, Inventory
 from reconciler.findings import ObjectKey, error
 from reconciler.gcpause import cyclic_gc_paused
 from reconciler.policy.loader import PolicySet
@@ -22,6 +22,7 @@ from reconciler.translate.traffic_policy import translate_traffic_policies
 from reconciler.translate.virtual_destination import translate_virtual_destinations
 
 __all__ = [
+    "MANAGED_KINDS",
     "TENANCY_VIOLATION",
     "DesiredObject",
     "PolicyOutcome",
@@ -29,9 +30,6 @@ __all__ = [
     "Translation",
     "translate",
 ]
-
-MANAGED_KINDS = ("ServiceEntry", "DestinationRule", "VirtualService")
-"""Istio kinds (networking.istio.io/v1) this reconciler writes, in apply order."""
 
 TENANCY_VIOLATION = "NamespaceNotAllowed"
 """Finding code of a policy that would write outside its reconciler.yaml tenancy boundaries."""

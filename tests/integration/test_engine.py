@@ -83,18 +83,33 @@ def test_discovery_one_list_per_kind_per_cluster(
     assert not any(f.is_error for f in plan.findings)
 
 
-def test_discovery_shares_equal_parts_and_a_snapshot_keeps_objects_whole(
+def test_discovery_keeps_little_of_unchanged_objects_and_a_snapshot_keeps_objects_whole(
     fresh: Clusters, repo: Path, two_clusters: ClusterSource
 ) -> None:
-    """Memory: equal parts of our objects (``fieldsV1`` sets, labels, a DestinationRule's
-    ``trafficPolicy``) are one object, and of the kinds we only read only what is read is decoded
-    (``READ_SHAPES``); a snapshot (``keep_raw``) still gets everything as listed — and both give
-    the same inventory."""
+    """Memory: an object of ours found equal to its desired object as it is listed is kept as that
+    desired object (nothing of what was listed); listed whole, equal parts of our objects
+    (``fieldsV1`` sets, labels, a DestinationRule's ``trafficPolicy``) are one object; of the kinds
+    we only read only what is read is decoded (``READ_SHAPES``); a snapshot (``keep_raw``) still
+    gets everything as listed — and all give the same inventory and the same decisions."""
     second = (repo / "bookinfo-global.yaml").read_text().replace("bookinfo-global", "bookinfo-twin")
     (repo / "bookinfo-twin.yaml").write_text(second.replace("reviews.global", "reviews-twin.global"))
     reconcile(repo, two_clusters)
     with build_plan(repo, two_clusters) as plan:
-        managed = plan.inventory.clusters["mgmt-cluster"].managed
+        mgmt = plan.inventory.clusters["mgmt-cluster"]
+        desired = {(d.kind, d.namespace, d.name): d.body for d in plan.translation.objects["mgmt-cluster"]}
+        assert mgmt.in_sync == set(desired) and len(mgmt.managed) == len(desired)
+        assert all(
+            o is desired[(o["kind"], o["metadata"]["namespace"], o["metadata"]["name"])] for o in mgmt.managed
+        )
+        assert plan.discovery is not None
+        diff = sync(plan.desired(), plan.discovery.clients, SyncOptions(apply=False))
+        assert set(actions(diff)) == {"unchanged"}
+        lean = plan.inventory
+
+        # Listed again whole (what happens when the desired objects they were compared with change)
+        assert plan.discovery.list_owned_again(["mgmt-cluster"]) == []
+        managed = mgmt.managed
+        assert not mgmt.in_sync and len(managed) == len(desired)
         by_value: dict[str, set[int]] = {}
         for obj in managed:
             for entry in obj["metadata"]["managedFields"]:
@@ -107,14 +122,18 @@ def test_discovery_shares_equal_parts_and_a_snapshot_keeps_objects_whole(
         assert len(rules) == 2 and rules[0]["spec"] != rules[1]["spec"]  # the two policies' rules...
         assert rules[0]["spec"]["trafficPolicy"] is rules[1]["spec"]["trafficPolicy"]  # ...share this
         assert rules[0]["metadata"]["labels"] is rules[1]["metadata"]["labels"]
-        assert plan.discovery is not None
-        diff = sync(plan.desired(), plan.discovery.clients, SyncOptions(apply=False))
-        assert set(actions(diff)) == {"unchanged"}  # and compared exactly as before
-        lean = plan.inventory
+        assert all("&id" not in to_yaml(o) for o in managed)
+        again = sync(plan.desired(), plan.discovery.clients, SyncOptions(apply=False))
+        assert set(actions(again)) == {"unchanged"}  # and compared exactly as before
     kept = dataclasses.replace(two_clusters, keep_raw=True)
     with build_plan(repo, kept) as plan:
         assert plan.discovery is not None
-        assert plan.inventory.clusters == lean.clusters  # services, endpoints, gateways, our objects
+        for name, state in plan.inventory.clusters.items():  # services, endpoints, gateways...
+            other = lean.clusters[name]
+            assert dataclasses.replace(state, managed=[], in_sync=set()) == dataclasses.replace(
+                other, managed=[], in_sync=set()
+            )
+            assert [_key(o) for o in state.managed] == [_key(o) for o in other.managed]  # ...our objects
         services = [o for o in plan.discovery.raw["mgmt-cluster"] if o["kind"] == "Service"]
         assert services and all(o["metadata"].get("managedFields") for o in services)
         ours = [o for o in plan.discovery.raw["mgmt-cluster"] if o["kind"] in ISTIO_KINDS]
@@ -124,6 +143,10 @@ def test_discovery_shares_equal_parts_and_a_snapshot_keeps_objects_whole(
         assert rules[0]["spec"]["trafficPolicy"] == rules[1]["spec"]["trafficPolicy"]
         assert rules[0]["spec"]["trafficPolicy"] is not rules[1]["spec"]["trafficPolicy"]
         assert "&id" not in to_yaml(ours)
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str, str]:
+    return (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
 
 
 def test_a_service_without_endpoints_is_read_as_one_not_as_an_unreadable_cluster(

@@ -42,6 +42,7 @@ from reconciler.errors import ExitCode
 from reconciler.plan import ClusterSource, build_plan
 from reconciler.reconcile import reconcile_once, run_pass
 from reconciler.settings import Settings
+from reconciler.translate import translate
 from tests.integration.conftest import LEASE_NAMESPACE, TWO, git
 
 pytestmark = pytest.mark.integration
@@ -300,6 +301,17 @@ def test_missing_istio_crds_are_reported_as_such(
         assert error.startswith("Istio networking CRDs not installed in cluster cluster-3"), error
         assert "404" not in error and "unreachable" not in error
         assert plan.inventory.clusters["mgmt-cluster"].reachable
+        # Our kinds are listed after translation, which read cluster-3's services as reachable: the
+        # build the plan holds is the one made again without it (as translating now gives).
+        again = translate(
+            plan.policies,
+            plan.inventory,
+            configured_clusters=plan.inventory.clusters,
+            tenancy=plan.repo.namespace_boundaries(),
+        )
+        bodies = {c: [d.body for d in objects] for c, objects in again.objects.items()}
+        assert {c: [d.body for d in objects] for c, objects in plan.translation.objects.items()} == bodies
+        assert not plan.translation.objects.get("cluster-3")
     finally:
         fresh.install_crds(crds)
         kube.forget_discovery(api)

@@ -32,6 +32,8 @@ LAYERS: list[tuple[str, ...]] = [
         "reconciler.shard",
         "reconciler.gcpause",
         "reconciler.digest",
+        "reconciler.sharing",
+        "reconciler.malloc",
     ),
     ("reconciler.repo_config",),
     ("reconciler.policy", "reconciler.source"),

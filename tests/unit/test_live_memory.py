@@ -19,7 +19,7 @@ from reconciler.clusters.inventory import (
     build_cluster_state,
     control_plane_messages,
 )
-from reconciler.clusters.kube import page_decoder
+from reconciler.clusters.kube import ISTIO_RESOURCES, page_decoder
 from reconciler.yamlio import to_yaml
 from tests.unit.topology import endpoints, gateway, istiod, node, service
 
@@ -235,9 +235,11 @@ def test_a_part_is_shared_between_objects_never_twice_within_one() -> None:
 def test_pages_decoded_by_discovery_share_equal_parts_across_pages() -> None:
     """Discovery's decoder for our kinds: each LIST page decoded and its equal parts shared, also
     with the pages of other clusters decoded before it."""
-    decoder = _SharingDecoder()
+    sharing = _SharingDecoder()
     pages = [
-        decoder.decode(msgspec.json.encode({"metadata": {}, "items": _as_listed([_service_entry(n, ip)])}))
+        sharing.page(ISTIO_RESOURCES["ServiceEntry"], None, set()).decode(
+            msgspec.json.encode({"metadata": {}, "items": _as_listed([_service_entry(n, ip)])})
+        )
         for n, ip in (("a", "10.96.0.1"), ("b", "10.96.0.2"))
     ]
     [a], [b] = (p["items"] for p in pages)
