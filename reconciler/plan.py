@@ -162,11 +162,16 @@ def build_plan(
     # compared with its desired object as it arrives and an unchanged one is not held whole.
     inventory, discovery = load_inventory(source, repo, connection, cached, owned_later=True)
     try:
-        build, key = _build(root, repo, inventory, build_cache)
         if discovery is not None and discovery.pending:
+            # The build is kept once the LISTs of our kinds confirmed the state it was made from.
+            first, key, fresh = _build(root, repo, inventory, build_cache, keep=False)
             build, key = _list_owned(
-                discovery, build, key, lambda: _build(root, repo, inventory, build_cache)
+                discovery, first, key, lambda: _build(root, repo, inventory, build_cache)[:2]
             )
+            if build is first and fresh and build_cache is not None:
+                _keep(build_cache, key, build)
+        else:
+            build, key, _ = _build(root, repo, inventory, build_cache)
     except BaseException:
         if discovery is not None and connection is None:
             discovery.close()  # clients this function opened; a caller's connection is the caller's
@@ -183,24 +188,31 @@ def _list_owned(
     objects as it arrives (:func:`in_sync_checks`); returns the build the engine uses.
 
     A cluster that fails here is unreachable, but translation read it as reachable (it may be the
-    failover destination of other clusters' objects): the build is made again without it. The
-    other clusters were compared with desired objects that may have changed with it, so their
-    objects are listed again, whole, before that (rare: the CRDs missing, a cluster going away
-    between two LISTs).
+    failover destination of other clusters' objects): the build is made again without it. A
+    cluster whose desired objects changed with it was compared with the wrong ones, so its
+    objects are listed again, whole (which may fail too: then once more). Rare, but it lasts while
+    a cluster's Istio CRDs are missing or our kinds are forbidden there: such a pass translates
+    twice (the second build is the one the build cache keeps, and serves the next pass).
     """
     failed = discovery.list_owned(in_sync_checks(build.translation.objects))
-    if not failed:
-        return build, key
-    log.warning("building again without %s", ", ".join(sorted(failed)))
-    discovery.list_owned_again(n for n, s in discovery.inventory.clusters.items() if s.in_sync)
-    return rebuild()
+    while failed:
+        log.warning("building again without %s", ", ".join(sorted(failed)))
+        before, (build, key) = build, rebuild()
+        compared = [n for n, s in discovery.inventory.clusters.items() if s.in_sync]
+        failed = discovery.list_owned_again(n for n in compared if _bodies(before, n) != _bodies(build, n))
+    return build, key
+
+
+def _bodies(build: Build, cluster: str) -> list[dict[str, Any]]:
+    return [d.body for d in build.translation.objects.get(cluster, [])]
 
 
 def _build(
-    root: Path, repo: RepoConfig, inventory: Inventory, cache: BuildCache | None
-) -> tuple[Build, bytes]:
+    root: Path, repo: RepoConfig, inventory: Inventory, cache: BuildCache | None, keep: bool = True
+) -> tuple[Build, bytes, bool]:
     """Load, check and translate — or reuse the last build when nothing it reads has changed.
-    Returns the build and its cache key (empty without a cache)."""
+    Returns the build, its cache key (empty without a cache) and whether it was made now (then
+    kept in the cache, unless ``keep`` is False: see :func:`_keep`)."""
     if cache is not None and not cache.serves(root / repo.status.path):
         cache = None  # the loader reads a directory the cache's key does not cover
     key = cache.key(root, inventory) if cache is not None else b""
@@ -211,15 +223,19 @@ def _build(
                 "build reused: %s and the discovered state are unchanged since the last pass",
                 cache.label or cache.source,
             )
-            return hit, key
+            return hit, key, False
     policies = load_and_check(root, status_path=repo.status.path)
     translation = translate(
         policies, inventory, configured_clusters=inventory.clusters, tenancy=repo.namespace_boundaries()
     )
     build = Build(policies, translation)
-    if cache is not None:
-        # Kept for the passes to come, each of which loads it whole: share its equal parts first
-        # (what a no-op pass holds of it at 1,000 services: 19 -> 14 MB).
-        translation.share_equal_parts()
-        cache.put(key, build)
-    return build, key
+    if cache is not None and keep:
+        _keep(cache, key, build)
+    return build, key, True
+
+
+def _keep(cache: BuildCache, key: bytes, build: Build) -> None:
+    """Keep ``build`` for the passes to come, each of which loads it whole: its equal parts shared
+    first (what a no-op pass holds of it at 1,000 services: 19 -> 14 MB)."""
+    build.translation.share_equal_parts()
+    cache.put(key, build)

@@ -440,8 +440,14 @@ def _reconcile(
             ExitCode.FATAL, "pass cancelled (worker shutting down); status not committed", checkout, result
         )
 
-    # 3. status (it reads of our live objects only what istiod wrote: the rest is released first)
+    # 3. status (it reads of our live objects only what istiod wrote, and of the desired objects
+    # only those of held changes, see _held_by_unreachable: the rest is released first). Not for a
+    # shard: its reports are rebuilt from every shard's records, held changes of any cluster.
     plan.inventory.release_compared()
+    if shard is None:
+        plan.translation.release_objects(
+            (c.cluster, c.kind, c.namespace, c.name) for c in result.changes.all() if c.action is Action.HELD
+        )
     status_root_rel = effective.status_path
     private = checkout.private_dir
     memo = RenderMemo.load(private / "status-render.json" if private is not None else None)

@@ -74,9 +74,7 @@ def _token(value: Any) -> Any:
     if kind is dict or kind is list:
         # a shared part (or one of this object's own), kept alive by ``shared`` or by us; an empty
         # one by what it is, since it is never shared (the field sets of managedFields hold many)
-        return (
-            id(value) if value else kind
-        )  # a shared part (or one of this object's own): kept alive by ``shared`` or by us
+        return id(value) if value else kind
     if kind is float:
         return (float, repr(value))  # -0.0 and 0.0 are equal, and hash alike, to Python
     return (kind, value)

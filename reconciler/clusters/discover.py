@@ -11,14 +11,13 @@ rendered for it, nothing is pruned in it, and nothing elsewhere is changed on it
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
-
-import msgspec
+from typing import Any
 
 from reconciler.clusters.inventory import (
     ISTIO_CRDS_MISSING,
@@ -28,6 +27,7 @@ from reconciler.clusters.inventory import (
     READ_SHAPES,
     ClusterState,
     Inventory,
+    StateBuilder,
     build_cluster_state,
     is_owned,
     settled_view,
@@ -42,9 +42,10 @@ from reconciler.clusters.kube import (
     Decoder,
     KubeClient,
     KubeError,
+    PageFeeder,
     Resource,
     decode_json,
-    page_decoder,
+    raw_page,
 )
 from reconciler.clusters.targets import ClusterTarget
 from reconciler.sharing import Shared, share_parts
@@ -55,11 +56,11 @@ OWNED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
 
 READ_LISTS: tuple[tuple[Resource, str | None], ...] = (
     (NODES, None),
-    (SERVICES, None),
     (ENDPOINT_SLICES, None),
+    (SERVICES, None),
     (DEPLOYMENTS, ISTIOD_SELECTOR),
 )
-"""What translation reads: nodes, services, their endpoints, istiod."""
+"""What translation reads: nodes, services, their endpoints, istiod (in :attr:`StateBuilder.ORDER`)."""
 
 OWNED_LISTS: tuple[tuple[Resource, str | None], ...] = tuple(
     (r, OWNED_SELECTOR) for r in ISTIO_RESOURCES.values()
@@ -129,6 +130,8 @@ class Discovery:
                     log.warning("%s", unavailable(target.name, error or ""))
                     state.error = error
                     state.forget_owned()
+                    self.raw.pop(target.name, None)  # an unreachable cluster has no snapshot
+                    self.inventory.forget_index()  # its services are no longer to be found
                     failed.append(target.name)
                     continue
                 if self.keep_raw:
@@ -139,7 +142,10 @@ class Discovery:
     def list_owned_again(self, names: Iterable[str]) -> list[str]:
         """Forget what was listed of our kinds in ``names`` and LIST them whole (no comparison
         asked): when the desired objects they were compared with are no longer the ones the
-        engine will use. Returns the clusters that failed now."""
+        engine will use. Returns the clusters that failed now. (With ``keep_raw`` nothing was
+        compared, so nothing is listed again.)"""
+        if self.keep_raw:
+            return []
         for name in names:
             state = self.inventory.clusters[name]
             if state.reachable and name not in self.cached:
@@ -219,34 +225,44 @@ def discover(
         context = next(t.context for t in targets if t.name == name)
         result.inventory.clusters[name] = ClusterState(name=name, context=context, error=message)
 
-    def one(target: ClusterTarget) -> tuple[ClusterTarget, list[dict[str, Any]] | None, str | None]:
+    def one(
+        target: ClusterTarget,
+    ) -> tuple[ClusterTarget, ClusterState | list[dict[str, Any]] | None, str | None]:
         from_cache = (cached or {}).get(target.name)
         if from_cache is not None:
             result.cached.add(target.name)
             result.seconds[target.name] = 0.0
             return target, from_cache, None
-        # Memory: what the LISTs decode to is most of a pass's peak (three clusters are listed at
-        # once). Of the kinds we only read, only what is read is decoded. Not for a snapshot
-        # (keep_raw): it writes the objects as listed.
-        objects, error = result._list(
-            target, READ_LISTS, lambda r: None if keep_raw else page_decoder(READ_SHAPES[r.kind])
+        if keep_raw:  # a snapshot writes the objects as listed
+            return (target, *result._list(target, READ_LISTS, lambda r: None))
+        # Memory: what the LISTs decode to was most of a pass's peak (three clusters are listed at
+        # once). Of the kinds we only read, only what is read is decoded, one item at a time, and
+        # each item is built into the cluster's state as it is decoded.
+        builder = StateBuilder(target.name, target.context)
+        _, error = result._list(
+            target,
+            READ_LISTS,
+            lambda r: PageFeeder(READ_SHAPES[r.kind], functools.partial(builder.add, r.kind)),
         )
-        return target, objects, error
+        return target, (builder.finish() if error is None else None), error
 
     reachable = [t for t in targets if t.name in clients]
     with _pool(workers, len(reachable)) as pool:
-        for target, objects, error in pool.map(one, reachable):
-            if objects is None:
+        for target, found, error in pool.map(one, reachable):
+            if found is None:
                 log.warning("%s", unavailable(target.name, error or ""))
                 result.inventory.clusters[target.name] = ClusterState(
                     name=target.name, context=target.context, error=error
                 )
                 continue
-            if keep_raw:
-                result.raw[target.name] = objects
-            result.inventory.clusters[target.name] = build_cluster_state(
-                target.name, objects, context=target.context
-            )
+            if isinstance(found, ClusterState):
+                result.inventory.clusters[target.name] = found
+            else:
+                if keep_raw:
+                    result.raw[target.name] = found
+                result.inventory.clusters[target.name] = build_cluster_state(
+                    target.name, found, context=target.context
+                )
             if target.name not in result.cached:
                 result.pending[target.name] = target
     if not owned_later:
@@ -281,15 +297,6 @@ class _SharingDecoder:
         return _Page(self, resource, in_sync, found)
 
 
-class _RawPage(TypedDict, total=False):
-    metadata: Any
-    items: list[msgspec.Raw] | None
-
-
-_RAW_PAGE = msgspec.json.Decoder(_RawPage)
-"""A LIST page with its items left as JSON (``msgspec.Raw``: views into the answer, not copies)."""
-
-
 @dataclass
 class _Page:
     sharing: _SharingDecoder
@@ -298,25 +305,32 @@ class _Page:
     found: set[tuple[str, str, str]]
 
     def decode(self, data: bytes, /) -> Any:
-        page = _RAW_PAGE.decode(data)
-        raw = page.get("items") or []
+        metadata, raw = raw_page(data)
+        items: list[Any] = []
+        listed: list[Any] = []  # what is kept of what was listed (never a desired object)
         with self.sharing._lock:
-            items = [self._settle(decode_json(one)) for one in raw]
-            _share_equal_parts(items, self.sharing._shared)
-        return {"metadata": page.get("metadata"), "items": items}
+            for one in raw:
+                item = decode_json(one)
+                desired = self._in_sync(item)
+                if desired is not None:
+                    meta = desired["metadata"]  # the desired object's strings: the live ones are dropped
+                    self.found.add((desired["kind"], meta["namespace"], meta["name"]))
+                    item = settled_view(item, desired)
+                items.append(item)
+                if item is not desired:
+                    listed.append(item)
+            # Equal parts shared (translation's output, found equal, is not changed here)
+            _share_equal_parts(listed, self.sharing._shared)
+        return {"metadata": metadata, "items": items}
 
-    def _settle(self, item: Any) -> Any:
+    def _in_sync(self, item: Any) -> dict[str, Any] | None:
+        """The desired object ``item`` is found equal to, or None (not asked, not ours, differs)."""
         if self.in_sync is None or type(item) is not dict:
-            return item  # not an object: left as it is, for the reader to report
+            return None  # not an object: left as it is, for the reader to report
         # a LIST of a custom resource names its items' kind; never guess the comparison wrong if not
         item.setdefault("apiVersion", self.resource.api_version)
         item.setdefault("kind", self.resource.kind)
-        desired = self.in_sync(item) if is_owned(item) else None
-        if desired is None:
-            return item
-        meta = desired["metadata"]  # the desired object's strings: the live ones are dropped
-        self.found.add((desired["kind"], meta["namespace"], meta["name"]))
-        return settled_view(item, desired)
+        return self.in_sync(item) if is_owned(item) else None
 
 
 def _share_equal_parts(items: list[Any], shared: Shared) -> None:

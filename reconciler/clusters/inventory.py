@@ -302,6 +302,10 @@ class Inventory:
         for cluster in self.reachable():
             yield from cluster.services
 
+    def forget_index(self) -> None:
+        """After a cluster's reachability changed: services are looked up afresh."""
+        self._by_label = self._by_key = None
+
     def _index(self) -> None:
         by_label: dict[tuple[str, str], list[Service]] = defaultdict(list)
         by_key: dict[tuple[str, str, str], Service] = {}
@@ -433,19 +437,19 @@ def _meta(obj: Mapping[str, Any], key: str, default: str = "") -> str:
 
 def has_our_label(obj: Mapping[str, Any]) -> bool:
     """The label discovery selects on; necessary for ownership but not sufficient (anyone can copy it)."""
-    return _labels(obj).get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE)
+
+
+def _source_refs(obj: Mapping[str, Any]) -> list[str]:
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    text = str(annotations.get(SOURCES_ANNOTATION) or "")
+    return [ref for ref in map(str.strip, text.split(",")) if ref.count("/") >= 2]
 
 
 def sources_of(obj: Mapping[str, Any]) -> tuple[ObjectKey, ...]:
     """The policies an object says it was generated from (our sources annotation)."""
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
-    text = str(annotations.get(SOURCES_ANNOTATION) or "")
-    out = []
-    for ref in text.split(","):
-        ref = ref.strip()
-        if ref.count("/") >= 2:
-            out.append(ObjectKey.parse(ref))
-    return tuple(out)
+    return tuple(ObjectKey.parse(ref) for ref in _source_refs(obj))
 
 
 def is_owned(obj: Mapping[str, Any]) -> bool:
@@ -455,7 +459,7 @@ def is_owned(obj: Mapping[str, Any]) -> bool:
     at least one policy: a label alone is easy to copy by hand (or by a Helm chart's defaults), and
     treating such an object as ours would overwrite and later prune something we never made.
     """
-    return has_our_label(obj) and bool(sources_of(obj))
+    return has_our_label(obj) and bool(_source_refs(obj))  # (names one: no need to parse them)
 
 
 def build_cluster_state(name: str, objects: Iterable[Mapping[str, Any]], context: str = "") -> ClusterState:
@@ -463,20 +467,62 @@ def build_cluster_state(name: str, objects: Iterable[Mapping[str, Any]], context
     by_kind: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for obj in objects:
         by_kind[str(obj.get("kind", ""))].append(obj)
-    state = ClusterState(name=name, context=context)
+    builder = StateBuilder(name, context)
+    for kind in StateBuilder.ORDER:
+        for obj in by_kind[kind]:
+            builder.add(kind, obj)
+    return builder.finish()
 
-    for node in by_kind["Node"]:
-        state.nodes[_meta(node, "name")] = Locality.from_labels(_labels(node))
-    zone_regions = _zone_regions(by_kind["Node"])
-    cluster_locality = _single_locality(state)
 
-    slices: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
-    for es in by_kind["EndpointSlice"]:
-        owner = _labels(es).get("kubernetes.io/service-name")
-        if owner:
-            slices[(_meta(es, "namespace", "default"), owner)].append(es)
+class StateBuilder:
+    """Builds a :class:`ClusterState` from objects given kind by kind, in :attr:`ORDER`, each read
+    once when it is given: discovery gives each listed object as it is decoded and keeps none of
+    them (1,000 services and their slices decode to ~4 MB per cluster; what is built of them to
+    less than 1 MB)."""
 
-    for svc in sorted(by_kind["Service"], key=lambda o: (_meta(o, "namespace"), _meta(o, "name"))):
+    ORDER = ("Node", "EndpointSlice", "Service", "Deployment", *MANAGED_KINDS)
+    """Nodes before slices (an endpoint's locality is its node's), slices before services."""
+
+    def __init__(self, name: str, context: str = "") -> None:
+        self.state = ClusterState(name=name, context=context)
+        self._zone_regions: dict[str, str] = {}
+        self._cluster_locality: Locality | None = None
+        self._nodes_done = False
+        self._endpoints: dict[tuple[str, str], dict[str, Endpoint]] = defaultdict(dict)
+        self._services: list[tuple[tuple[str, str], Service]] = []
+        self._gateways: list[tuple[int, Gateway]] = []
+        self._istiods: list[tuple[tuple[str, str], str, str]] = []
+        self._owned: list[Mapping[str, Any]] = []
+
+    def add(self, kind: str, obj: Mapping[str, Any]) -> None:
+        if kind == "Node":
+            labels = _labels(obj)
+            self.state.nodes[_meta(obj, "name")] = Locality.from_labels(labels)
+            self._zone_regions.update(_zone_regions([obj]))
+            return
+        if not self._nodes_done:
+            self._nodes_done = True
+            self._cluster_locality = _single_locality(self.state)
+        if kind == "EndpointSlice":
+            owner = _labels(obj).get("kubernetes.io/service-name")
+            if owner:
+                _add_endpoints(
+                    self._endpoints[(_meta(obj, "namespace", "default"), owner)],
+                    obj,
+                    self.state.nodes,
+                    self._zone_regions,
+                    self._cluster_locality,
+                )
+        elif kind == "Service":
+            self._add_service(obj)
+        elif kind == "Deployment":
+            if _labels(obj).get("app") == "istiod":
+                order = (_meta(obj, "namespace"), _meta(obj, "name"))
+                self._istiods.append((order, _meta(obj, "namespace", "istio-system"), _image_tag(obj)))
+        elif kind in MANAGED_KINDS:
+            self._owned.append(obj)
+
+    def _add_service(self, svc: Mapping[str, Any]) -> None:
         ns, svc_name = _meta(svc, "namespace", "default"), _meta(svc, "name")
         spec = svc.get("spec") or {}
         ports = tuple(
@@ -490,43 +536,46 @@ def build_cluster_state(name: str, objects: Iterable[Mapping[str, Any]], context
             for p in spec.get("ports") or []
             if "port" in p
         )
-        endpoints = _endpoints(slices.get((ns, svc_name), []), state.nodes, zone_regions, cluster_locality)
-        locality, note = service_locality(endpoints, cluster_locality)
-        state.services.append(
-            Service(
-                cluster=name,
-                namespace=ns,
-                name=svc_name,
-                labels=_labels(svc),
-                ports=ports,
-                cluster_ip=spec.get("clusterIP"),
-                type=str(spec.get("type") or "ClusterIP"),
-                endpoints=endpoints,
-                locality=locality,
-                locality_note=note,
-            )
+        found = self._endpoints.pop((ns, svc_name), {})
+        endpoints = tuple(sorted(found.values(), key=lambda e: e.address))
+        locality, note = service_locality(endpoints, self._cluster_locality)
+        service = Service(
+            cluster=self.state.name,
+            namespace=ns,
+            name=svc_name,
+            labels=_labels(svc),
+            ports=ports,
+            cluster_ip=spec.get("clusterIP"),
+            type=str(spec.get("type") or "ClusterIP"),
+            endpoints=endpoints,
+            locality=locality,
+            locality_note=note,
         )
-        gateway = _gateway(name, svc)
+        self._services.append(((_meta(svc, "namespace"), svc_name), service))
+        gateway = _gateway(self.state.name, svc)
         if gateway is not None:
-            state.gateways.append(gateway)
-    state.gateways.sort(key=lambda g: (_gateway_rank(g, by_kind["Service"]), g.namespace, g.name))
+            # a dedicated east-west gateway before an ingress gateway with a tls port
+            self._gateways.append((0 if service.labels.get("istio") == "eastwestgateway" else 1, gateway))
 
-    for dep in sorted(by_kind["Deployment"], key=lambda o: (_meta(o, "namespace"), _meta(o, "name"))):
-        if _labels(dep).get("app") != "istiod":
-            continue
-        ns = _meta(dep, "namespace", "istio-system")
-        mesh_name = f"istiod-{ns}-{name}"
-        if any(m.name == mesh_name for m in state.meshes):
-            continue  # revisions share a mesh
-        state.meshes.append(Mesh(name=mesh_name, cluster=name, namespace=ns, version=_image_tag(dep)))
-
-    state.add_owned(o for kind in MANAGED_KINDS for o in by_kind[kind])
-
-    if state.nodes and not state.localities():
-        state.notes.append(
-            f"no node carries {REGION_LABEL}/{ZONE_LABEL} labels: endpoints of this cluster have no locality"
-        )
-    return state
+    def finish(self) -> ClusterState:
+        state = self.state
+        if not self._nodes_done:
+            self._cluster_locality = _single_locality(state)
+        self._services.sort(key=lambda pair: pair[0])
+        state.services = [svc for _, svc in self._services]
+        self._gateways.sort(key=lambda pair: (pair[0], pair[1].namespace, pair[1].name))
+        state.gateways = [gateway for _, gateway in self._gateways]
+        for _, ns, version in sorted(self._istiods, key=lambda t: t[0]):
+            mesh_name = f"istiod-{ns}-{state.name}"
+            if any(m.name == mesh_name for m in state.meshes):
+                continue  # revisions share a mesh
+            state.meshes.append(Mesh(name=mesh_name, cluster=state.name, namespace=ns, version=version))
+        state.add_owned(self._owned)
+        if state.nodes and not state.localities():
+            state.notes.append(
+                f"no node carries {REGION_LABEL}/{ZONE_LABEL} labels: endpoints of this cluster have no locality"
+            )
+        return state
 
 
 def _object_order(obj: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -553,37 +602,37 @@ def _single_locality(state: ClusterState) -> Locality | None:
     return None
 
 
-def _endpoints(
-    slices: list[Mapping[str, Any]],
+def _add_endpoints(
+    out: dict[str, Endpoint],
+    es: Mapping[str, Any],
     nodes: Mapping[str, Locality | None],
     zone_regions: Mapping[str, str],
     cluster_locality: Locality | None,
-) -> tuple[Endpoint, ...]:
-    out: dict[str, Endpoint] = {}
-    for es in slices:
-        if es.get("addressType", "IPv4") not in ("IPv4", "IPv6"):
+) -> None:
+    """The ready endpoints of one slice, into ``out`` by address (the first slice naming an address
+    gives it)."""
+    if es.get("addressType", "IPv4") not in ("IPv4", "IPv6"):
+        return
+    ports = tuple(
+        sorted((str(p.get("name") or ""), int(p["port"])) for p in es.get("ports") or [] if p.get("port"))
+    )
+    for ep in es.get("endpoints") or []:
+        conditions = ep.get("conditions") or {}
+        if conditions.get("ready") is False or conditions.get("terminating") is True:
             continue
-        ports = tuple(
-            sorted((str(p.get("name") or ""), int(p["port"])) for p in es.get("ports") or [] if p.get("port"))
-        )
-        for ep in es.get("endpoints") or []:
-            conditions = ep.get("conditions") or {}
-            if conditions.get("ready") is False or conditions.get("terminating") is True:
+        node = ep.get("nodeName")
+        locality = nodes.get(node) if node else None
+        if locality is None and ep.get("zone"):
+            zone = str(ep["zone"])
+            region = zone_regions.get(zone)
+            if region:
+                locality = Locality(region, zone)
+        if locality is None and node is None:
+            locality = cluster_locality
+        for address in ep.get("addresses") or []:
+            if address in out:
                 continue
-            node = ep.get("nodeName")
-            locality = nodes.get(node) if node else None
-            if locality is None and ep.get("zone"):
-                zone = str(ep["zone"])
-                region = zone_regions.get(zone)
-                if region:
-                    locality = Locality(region, zone)
-            if locality is None and node is None:
-                locality = cluster_locality
-            for address in ep.get("addresses") or []:
-                if address in out:
-                    continue
-                out[address] = Endpoint(address=str(address), ports=ports, node=node, locality=locality)
-    return tuple(sorted(out.values(), key=lambda e: e.address))
+            out[address] = Endpoint(address=str(address), ports=ports, node=node, locality=locality)
 
 
 def service_locality(
@@ -637,14 +686,6 @@ def _gateway(cluster: str, svc: Mapping[str, Any]) -> Gateway | None:
         address=addresses[0],
         port=port,
     )
-
-
-def _gateway_rank(gateway: Gateway, services: Iterable[Mapping[str, Any]]) -> int:
-    """Prefer a dedicated east-west gateway over an ingress gateway with a tls port."""
-    for svc in services:
-        if _meta(svc, "name") == gateway.name and _meta(svc, "namespace") == gateway.namespace:
-            return 0 if _labels(svc).get("istio") == "eastwestgateway" else 1
-    return 2
 
 
 def _image_tag(deployment: Mapping[str, Any]) -> str:

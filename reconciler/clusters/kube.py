@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypedDict, TypeVar
+from typing import Any, Protocol, TypedDict
 from urllib.parse import quote, urlencode
 
 import msgspec
@@ -438,28 +438,48 @@ def _to_kube_error(status: int, body: Any, reason: str, headers: Any) -> KubeErr
     return KubeError(status, message, kind, details)
 
 
-_Item = TypeVar("_Item")
-
-
-class _Page(TypedDict, Generic[_Item], total=False):
-    """A LIST answer whose items are decoded as a given shape (:meth:`KubeClient.list`)."""
-
-    metadata: dict[str, Any] | None
-    items: list[_Item] | None
-
-
 class Decoder(Protocol):
     """What decodes the body of an answer (``msgspec.json.Decoder`` is one)."""
 
     def decode(self, data: bytes, /) -> Any: ...
 
 
+class _RawPage(TypedDict, total=False):
+    metadata: Any
+    items: list[msgspec.Raw] | None
+
+
+_RAW_PAGE = msgspec.json.Decoder(_RawPage)
+
+
+def raw_page(data: bytes) -> tuple[Any, list[msgspec.Raw]]:
+    """A LIST page's ``metadata`` and its items left as JSON (``msgspec.Raw``: views into ``data``,
+    not copies), to be decoded one at a time."""
+    page = _RAW_PAGE.decode(data)
+    return page.get("metadata"), page.get("items") or []
+
+
 @functools.cache
-def page_decoder(shape: type) -> msgspec.json.Decoder[Any]:
-    """Decodes a LIST page keeping of each item only the fields ``shape`` (a ``TypedDict``) names:
-    the others are skipped while parsing, so they cost no memory at all (the kinds discovery only
-    reads, :data:`reconciler.clusters.inventory.READ_SHAPES`)."""
-    return msgspec.json.Decoder(_Page[shape])  # type: ignore[valid-type]
+def _item_decoder(shape: type) -> msgspec.json.Decoder[Any]:
+    return msgspec.json.Decoder(shape)
+
+
+@dataclass
+class PageFeeder:
+    """Decodes a LIST page one item at a time into ``shape`` (a ``TypedDict``: the fields it does
+    not name are skipped while parsing and cost no memory) and gives each item to ``feed`` as it
+    is decoded. The page it returns has no items left: no item outlives its turn. An item that does
+    not fit the shape (not an object, say) fails the page with a ``msgspec.DecodeError``."""
+
+    shape: type
+    feed: Callable[[Any], None]
+
+    def decode(self, data: bytes, /) -> Any:
+        metadata, items = raw_page(data)
+        decoder = _item_decoder(self.shape)
+        for raw in items:
+            self.feed(decoder.decode(raw))
+        return {"metadata": metadata, "items": []}
 
 
 def decode_json(data: bytes) -> Any:

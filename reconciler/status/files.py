@@ -270,7 +270,10 @@ def _summary(doc: StatusDoc) -> dict[str, Any]:
     """What the README shows of a report: its state, each cluster's, its errors."""
     status = doc.get("status") or {}
     out = {k: status[k] for k in ("state", "errors") if k in status}
-    out["clusters"] = {c: _only(v, "state") for c, v in (status.get("clusters") or {}).items()}
+    clusters = status.get("clusters") or {}
+    out["clusters"] = (
+        {c: _only(v, "state") for c, v in clusters.items()} if isinstance(clusters, dict) else {}
+    )
     return out
 
 
@@ -429,7 +432,8 @@ class Reports(Mapping[ObjectKey, StatusDoc]):
 
     Why not decoded once: a no-op pass reuses every report, and 1,500 decoded reports are ~12 MB
     it would hold to its end, for three quick reads (the summary, the README, the metrics). Each
-    read gets its own copy, as :meth:`RenderMemo.document` gives.
+    read of a reused report gets its own copy, as :meth:`RenderMemo.document` gives; a report built
+    in this pass is the same dict each time.
     """
 
     def __init__(self, built: Mapping[ObjectKey, StatusDoc] | None = None) -> None:

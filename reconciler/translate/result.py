@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,7 @@ class DesiredObject:
         return (self.cluster, self.kind, self.namespace, self.name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SelectedDestination:
     """A service backing a VirtualDestination, as reported in its status."""
 
@@ -105,9 +106,23 @@ class Translation:
         is done for a build that is kept and reused (:mod:`reconciler.buildcache`), not for every
         ``render``."""
         shared: Shared = {}
+        same: dict[Any, Any] = {}  # equal sources and depends_on: most objects hold one of a few
         for objects in self.objects.values():
             for obj in objects:
                 share_parts(obj.body, shared)
+                obj.sources = same.setdefault(obj.sources, obj.sources)
+                obj.depends_on = same.setdefault(obj.depends_on, obj.depends_on)
+
+    def release_objects(self, keep: Iterable[RenderedRef]) -> None:
+        """Keep only the desired objects named by ``keep`` (the sync is done with them).
+
+        A reconcile's status reads of the desired objects only which unreachable clusters a held
+        one waits for; once the live objects found equal are released too
+        (:meth:`reconciler.clusters.inventory.ClusterState.release_compared`), the others are
+        ~7 MB at 1,000 services that status can reuse instead of adding to the pass's peak.
+        """
+        wanted = set(keep)
+        self.objects = {c: [o for o in objects if o.ref in wanted] for c, objects in self.objects.items()}
 
     def all_objects(self) -> list[DesiredObject]:
         return [o for cluster in sorted(self.objects) for o in self.objects[cluster]]

@@ -24,6 +24,7 @@ unexpected exception (fake: cannot happen for real) exit 2 with one line, never 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections import Counter
 from pathlib import Path
@@ -34,6 +35,8 @@ import yaml
 from kubeharness import Clusters, kube, load_crds
 from kubernetes.client import ApiClient
 
+from reconciler.buildcache import BuildCache
+from reconciler.clusters.inventory import Inventory
 from reconciler.clusters.kube import ISTIO_RESOURCES, LEASES
 from reconciler.engine.changeset import Action, ChangeSet
 from reconciler.engine.lease import LeaseSettings, RunLease
@@ -278,7 +281,7 @@ def test_existing_route_is_not_repointed_while_its_new_host_is_held(
 
 
 def test_missing_istio_crds_are_reported_as_such(
-    fresh: Clusters, repo: Path, kubeconfig: Path, api_clients: dict[str, ApiClient]
+    fresh: Clusters, repo: Path, kubeconfig: Path, api_clients: dict[str, ApiClient], tmp_path: Path
 ) -> None:
     api = api_clients["cluster-3"]
     crds = load_crds()
@@ -296,22 +299,32 @@ def test_missing_istio_crds_are_reported_as_such(
         kube.forget_discovery(api)
         (repo / "reconciler.yaml").write_text("clusters: {}\n")
         source = ClusterSource(kubeconfigs=[str(kubeconfig)], contexts=["mgmt-cluster", "cluster-3"])
-        with build_plan(repo, source) as plan:
+        cache = BuildCache(tmp_path / "builds", "commit:x", repo / "status")
+        with build_plan(repo, source, build_cache=cache) as plan:
             error = plan.inventory.clusters["cluster-3"].error or ""
         assert error.startswith("Istio networking CRDs not installed in cluster cluster-3"), error
         assert "404" not in error and "unreachable" not in error
         assert plan.inventory.clusters["mgmt-cluster"].reachable
         # Our kinds are listed after translation, which read cluster-3's services as reachable: the
-        # build the plan holds is the one made again without it (as translating now gives).
+        # build the plan holds is the one made again without it (as translating now gives, over an
+        # inventory that never saw cluster-3 reachable).
         again = translate(
             plan.policies,
-            plan.inventory,
+            Inventory(dict(plan.inventory.clusters)),
             configured_clusters=plan.inventory.clusters,
             tenancy=plan.repo.namespace_boundaries(),
         )
         bodies = {c: [d.body for d in objects] for c, objects in again.objects.items()}
         assert {c: [d.body for d in objects] for c, objects in plan.translation.objects.items()} == bodies
         assert not plan.translation.objects.get("cluster-3")
+        # While it lasts, each pass translates once more than it would: the build kept is the one
+        # made without cluster-3, which the next pass's second build reuses.
+        assert (cache.hits, cache.misses) == (0, 2)
+        with build_plan(repo, source, build_cache=cache) as plan:
+            assert plan.inventory.clusters["cluster-3"].error
+        assert (cache.hits, cache.misses) == (1, 3)
+        with build_plan(repo, dataclasses.replace(source, keep_raw=True)) as plan:
+            assert plan.discovery is not None and set(plan.discovery.raw) == {"mgmt-cluster"}  # no snapshot
     finally:
         fresh.install_crds(crds)
         kube.forget_discovery(api)

@@ -81,6 +81,7 @@ def test_listed_pages_keep_of_equal_objects_only_their_desired_object_or_their_s
     drifted = _live(_body("VirtualService", "other", {"hosts": ["x"]}))
     page = {"metadata": {}, "items": [_live(DR), _live(VS, status=STATUS), drifted]}
     found: set[tuple[str, str, str]] = set()
+    parts = (DR["metadata"], DR["spec"])
     check = in_sync_checks({"c1": [_desired(DR), _desired(VS)]})["c1"]
     decoder = _SharingDecoder().page(ISTIO_RESOURCES["DestinationRule"], check, found)
     dr, vs, other = decoder.decode(msgspec.json.encode(page))["items"]
@@ -88,7 +89,8 @@ def test_listed_pages_keep_of_equal_objects_only_their_desired_object_or_their_s
         ("DestinationRule", "istio-system", "reviews"),
         ("VirtualService", "istio-system", "reviews"),
     }
-    assert dr is DR  # nothing of the listed object is kept
+    assert dr is DR  # nothing of the listed object is kept...
+    assert (DR["metadata"], DR["spec"]) == parts and DR["spec"] is parts[1]  # ...and DR is not changed
     assert vs["status"] == STATUS and "spec" not in vs and vs["metadata"]["generation"] == 1
     assert other == drifted
 

@@ -17,7 +17,7 @@ import pytest
 from kubernetes import client
 
 from reconciler.clusters.inventory import READ_SHAPES
-from reconciler.clusters.kube import NODES, SERVICE_ENTRIES, KubeClient, KubeError, page_decoder
+from reconciler.clusters.kube import NODES, SERVICE_ENTRIES, KubeClient, KubeError, PageFeeder
 
 
 class FaultInjectingServer:
@@ -153,7 +153,7 @@ def test_an_answer_not_of_the_shape_asked_for_is_a_clear_error_and_not_retried(s
     with FaultInjectingServer([(200, {}, {"kind": "NodeList", "items": "not a list"})]) as server:
         kube = server.client(sleeps)
         with pytest.raises(KubeError) as err:
-            kube.list(NODES, decoder=page_decoder(READ_SHAPES["Node"]))
+            kube.list(NODES, decoder=PageFeeder(READ_SHAPES["Node"], print))
     assert err.value.reason == "BadResponse"
     assert "unreadable answer from the API server of test" in str(err.value) and "$.items" in str(err.value)
     assert len(server.requests) == 1 and sleeps == []

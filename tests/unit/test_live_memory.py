@@ -19,7 +19,7 @@ from reconciler.clusters.inventory import (
     build_cluster_state,
     control_plane_messages,
 )
-from reconciler.clusters.kube import ISTIO_RESOURCES, page_decoder
+from reconciler.clusters.kube import ISTIO_RESOURCES, PageFeeder
 from reconciler.yamlio import to_yaml
 from tests.unit.topology import endpoints, gateway, istiod, node, service
 
@@ -206,7 +206,7 @@ def test_the_read_shapes_keep_everything_discovery_reads() -> None:
     lean: list[dict[str, Any]] = []
     for kind, shape in READ_SHAPES.items():
         page = msgspec.json.encode({"items": [o for o in objects if o["kind"] == kind]})
-        lean.extend(page_decoder(shape).decode(page)["items"])
+        assert PageFeeder(shape, lean.append).decode(page)["items"] == []
     assert len(lean) == len(objects)
     assert not any("managedFields" in o["metadata"] or "uid" in o["metadata"] for o in lean)  # skipped
     full = build_cluster_state("c", objects)
@@ -272,15 +272,27 @@ def test_the_read_shapes_accept_null_wherever_the_api_server_may_write_it() -> N
     lean: list[dict[str, Any]] = []
     for kind, shape in READ_SHAPES.items():
         page = msgspec.json.encode({"metadata": None, "items": [o for o in objects if o["kind"] == kind]})
-        lean.extend(page_decoder(shape).decode(page)["items"])
+        assert PageFeeder(shape, lean.append).decode(page)["items"] == []
     assert lean == objects  # nothing dropped: only fields the shapes name were given
     state = build_cluster_state("c", lean)
     [idle] = state.services
     assert idle.name == "idle" and idle.endpoints == ()
-    assert page_decoder(READ_SHAPES["Node"]).decode(b'{"items": null}') == {"items": None}
+    assert PageFeeder(READ_SHAPES["Node"], lean.append).decode(b'{"items": null}') == {
+        "metadata": None,
+        "items": [],
+    }
 
 
 def test_an_item_that_is_not_an_object_is_left_for_the_reader_to_report() -> None:
     items: list[Any] = [None, "x", *_as_listed([_service_entry("a", "10.96.0.1")])]
     _share_equal_parts(items, {})
     assert items[:2] == [None, "x"] and items[2] == _service_entry("a", "10.96.0.1")
+
+
+def test_discovery_lists_the_kinds_it_reads_in_the_order_the_state_is_built() -> None:
+    """Each item is built into the state as it is decoded: nodes before slices before services."""
+    from reconciler.clusters.discover import READ_LISTS
+    from reconciler.clusters.inventory import StateBuilder
+
+    listed = [resource.kind for resource, _ in READ_LISTS]
+    assert listed == [kind for kind in StateBuilder.ORDER if kind in READ_SHAPES]
