@@ -304,7 +304,7 @@ class _Page:
     in_sync: InSync | None
     found: set[tuple[str, str, str]]
 
-    def decode(self, data: bytes, /) -> Any:
+    def decode(self, data: bytes | bytearray, /) -> Any:
         metadata, raw = raw_page(data)
         items: list[Any] = []
         listed: list[Any] = []  # what is kept of what was listed (never a desired object)

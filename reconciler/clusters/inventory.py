@@ -40,7 +40,7 @@ EAST_WEST_GATEWAY_LABELS = (("istio", "eastwestgateway"), ("istio", "ingressgate
 DEFAULT_GATEWAY_PORT = 15443
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServicePort:
     name: str
     port: int
@@ -49,7 +49,7 @@ class ServicePort:
     app_protocol: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     """One ready address backing a service (a pod), with the node it runs on and its locality."""
 
@@ -66,7 +66,7 @@ class Endpoint:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Service:
     cluster: str
     namespace: str
@@ -99,7 +99,7 @@ class Service:
         return not self.cluster_ip or self.cluster_ip == "None"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Mesh:
     """An Istio control plane, named the Gloo Mesh way: ``istiod-<namespace>-<cluster>``."""
 
@@ -109,7 +109,7 @@ class Mesh:
     version: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Gateway:
     """The east-west gateway through which other clusters reach this cluster's services."""
 

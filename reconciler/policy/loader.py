@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import pickle
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,10 @@ class Loaded(Generic[P]):
             pickled = self.__dict__.get(_OBJ_PICKLE)
             if name != "obj" or pickled is None:
                 raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            dictionary = self.__dict__.pop(_OBJ_DICTIONARY, None)
+            if dictionary is not None:
+                unpack = zlib.decompressobj(zdict=dictionary)
+                pickled = unpack.decompress(pickled) + unpack.flush()
             obj = pickle.loads(pickled)
             self.__dict__["obj"] = obj
             self.__dict__.pop(_OBJ_PICKLE, None)
@@ -116,6 +121,7 @@ class Loaded(Generic[P]):
 
 
 _OBJ_PICKLE = "_obj_pickle"
+_OBJ_DICTIONARY = "_obj_dictionary"
 
 
 LoadedPolicy = Loaded[AnyPolicy]
@@ -157,6 +163,36 @@ class PolicySet:
                 self._index.setdefault(p.key, p)
             self._indexed = len(self.policies)
         return self._index.get(key)
+
+    # Pickled only by the build cache. Each model goes in as its own pickle (see Loaded), and these
+    # are compressed against a dictionary made of one model of each kind: they repeat the same
+    # class and field names, so 1,500 models take 0.2 MB instead of 2.4 MB of every pass reusing
+    # the build (decompressing one is ~4 µs, for the few a pass loads).
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_index"], state["_indexed"] = None, -1
+        models = [p.__getstate__() for p in self.policies]
+        samples: dict[str, bytes] = {}
+        for p, model in zip(self.policies, models, strict=True):
+            if _OBJ_PICKLE in model:
+                samples.setdefault(p.key.kind, model[_OBJ_PICKLE])
+        dictionary = b"".join(samples.values())[-32768:]  # zlib uses the last 32 KiB at most
+        for model in models:
+            if _OBJ_PICKLE in model and dictionary:
+                pack = zlib.compressobj(zdict=dictionary)
+                model[_OBJ_PICKLE] = pack.compress(model[_OBJ_PICKLE]) + pack.flush()
+                model[_OBJ_DICTIONARY] = dictionary
+        state["policies"] = models
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        models = state.pop("policies")
+        self.__dict__.update(state)
+        self.policies = []
+        for model in models:
+            policy: LoadedPolicy = Loaded.__new__(Loaded)
+            policy.__setstate__(model)
+            self.policies.append(policy)
 
     def mark_invalid(self, policy: LoadedPolicy, findings: list[Finding]) -> None:
         """Move a policy that failed a cross-object check out of the valid set."""

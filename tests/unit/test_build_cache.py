@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -298,3 +299,18 @@ def test_a_reused_build_loads_a_policy_model_only_when_it_is_read(work: Path) ->
     assert "obj" in vars(first) and not any("obj" in vars(p) for p in policies[1:])
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         first.nope  # noqa: B018 (the lazy attribute is only ``obj``)
+
+
+def test_the_kept_models_are_compressed_against_one_model_of_each_kind(work: Path) -> None:
+    """Every pass reusing a build holds its models' pickles: they repeat the same class and field
+    names, so they are compressed with a dictionary of one model per kind (shared by all)."""
+    built = plan_with(work, cache_for(work))
+    reused = plan_with(work, cache_for(work))
+    models = [vars(p) for p in reused.policies.policies]
+    dictionary = models[0]["_obj_dictionary"]
+    assert all(m["_obj_dictionary"] is dictionary for m in models)  # one, not one per policy
+    plain = sum(len(pickle.dumps(p.obj, protocol=pickle.HIGHEST_PROTOCOL)) for p in built.policies.policies)
+    assert sum(len(m["_obj_pickle"]) for m in models) < plain / 3
+    assert [p.obj.model_dump() for p in reused.policies.policies] == [
+        p.obj.model_dump() for p in built.policies.policies
+    ]
