@@ -6,6 +6,9 @@ sets, each decoded or built as its own copy. Making equal parts one object rough
 hold (1,000 services in 3 clusters: the 6,500 translated objects 11.2 -> ~7 MB; one cluster's
 2,167 listed objects 14.7 -> ~5 MB).
 
+Equal strings in them become one string too (the same names, namespaces and hosts are written
+in every cluster's copy of an object).
+
 Safe because these objects are only ever read once made (:mod:`reconciler.engine.normalize` builds
 new objects, translation's output is never changed in place: docs/architecture.md). Two rules keep
 the values exactly as they were:
@@ -50,6 +53,8 @@ def _share(value: Any, shared: Shared, used: set[int]) -> Any:
         for k, child in value.items():
             if type(child) is dict or type(child) is list:
                 child = _share(child, shared, used)
+            elif type(child) is str:
+                child = shared.setdefault(child, child)  # (a str key never equals a tuple key)
             new[k] = child
             token.append(k)
             token.append(_token(child))
@@ -58,6 +63,8 @@ def _share(value: Any, shared: Shared, used: set[int]) -> Any:
         for child in value:
             if type(child) is dict or type(child) is list:
                 child = _share(child, shared, used)
+            elif type(child) is str:
+                child = shared.setdefault(child, child)
             new.append(child)
             token.append(_token(child))
     if not new:

@@ -14,7 +14,6 @@ import msgspec
 from reconciler.clusters.discover import _share_equal_parts, _SharingDecoder
 from reconciler.clusters.inventory import (
     READ_SHAPES,
-    ClusterState,
     Inventory,
     build_cluster_state,
     control_plane_messages,
@@ -134,12 +133,16 @@ def test_release_after_the_sync_keeps_what_status_reads_and_leaves_the_listed_ob
         "validationMessages": [{"type": {"code": "IST0101"}, "level": "ERROR"}],
     }
     untouched = copy.deepcopy(listed)
-    state = ClusterState(name="remote", managed=[dict(o) for o in listed], claimed=[dict(listed[0])])
+    state = build_cluster_state("remote", [node("n1", "us-east-1", "us-east-1a"), service("reviews")])
+    state.managed, state.claimed = [dict(o) for o in listed], [dict(listed[0])]
     inventory = Inventory(clusters={"remote": state})
+    assert inventory.service("remote", "bookinfo", "reviews") is not None and state.nodes
     messages = [control_plane_messages(o) for o in state.managed]
     inventory.release_compared()
     assert listed == untouched  # a snapshot export or a watch cache still holds them as listed
-    assert state.claimed == []
+    assert state.claimed == [] and state.services == [] and state.nodes == {}  # translation's inputs
+    assert inventory.service("remote", "bookinfo", "reviews") is None  # (not from a stale index)
+    assert state.reachable  # what status reads of a cluster
     [view] = state.managed  # only the object istiod wrote a status on is still read
     assert view == {
         "apiVersion": "networking.istio.io/v1",

@@ -92,3 +92,14 @@ def test_values_equal_only_to_python_stay_apart() -> None:
     for obj in ordered:
         share_parts(obj, shared)
     assert list(ordered[1]["m"]) == ["y", "x"]
+
+
+def test_equal_strings_become_one_string() -> None:
+    a = {"kind": "X", "spec": {"host": "".join(["reviews", ".global"]), "hosts": ["".join(["a", "b"])]}}
+    b = {"kind": "X", "spec": {"host": "".join(["reviews", ".global"]), "hosts": ["".join(["a", "b"]), "c"]}}
+    assert a["spec"]["host"] is not b["spec"]["host"]
+    shared: dict[Any, Any] = {}
+    share_parts(a, shared)
+    share_parts(b, shared)
+    assert a["spec"]["host"] is b["spec"]["host"] and a["spec"]["hosts"][0] is b["spec"]["hosts"][0]
+    assert a["spec"]["hosts"] == ["ab"] and b["spec"]["hosts"] == ["ab", "c"]
