@@ -187,19 +187,28 @@ class KubeClient:
             body=body,
             auth_settings=["BearerToken"],
         )
+        # A decoder may ask for its answers to be read one at a time (``exclusive``: a lock it
+        # shares with the decoders of other clusters): the answers of the others wait in their
+        # sockets meanwhile, not in this process's memory.
+        exclusive = getattr(decoder, "exclusive", None)
         try:
             response = self.api.call_api(
                 method, url, header_params=headers, body=ser_body, _request_timeout=self.timeout
             )
-            data = _body(response.response)
-            status = response.status
-            retry_after = response.getheader("Retry-After")
+            with exclusive if exclusive is not None else contextlib.nullcontext():
+                return self._answer(response, decoder)
         except ApiException as exc:
             raise _to_kube_error(exc.status or 0, exc.body, exc.reason or "", exc.headers) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise KubeError(
                 0, f"cannot reach the API server of {self.cluster}: {_short(exc)}", "Unreachable"
             ) from None
+
+    def _answer(self, response: Any, decoder: Decoder | None) -> dict[str, Any]:
+        """The body of an answer, decoded (or the error it is)."""
+        data = _body(response.response)
+        status = response.status
+        retry_after = response.getheader("Retry-After")
         if status >= 400:
             raise _to_kube_error(status, data, "", {"Retry-After": retry_after} if retry_after else None)
         if not data:

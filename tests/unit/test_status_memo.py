@@ -252,3 +252,19 @@ def test_a_report_touched_behind_our_back_is_never_reused(tmp_path: Path, touch:
     write_status_dir(tmp_path / "plain", "status", docs, COMMIT)
     assert _tree(repo) == _tree(tmp_path / "plain")
     assert RenderMemo.load(memo_path).reusable(fps, repo, "status") == docs
+
+
+def test_the_memo_keeps_the_documents_compressed_and_reads_them_back(tmp_path: Path) -> None:
+    """Every pass holds the memo: its documents are packed against a dictionary (one of them)."""
+    docs = _docs(20)
+    memo_path = tmp_path / "memo.json"
+    repo = tmp_path / "repo"
+    write_status_dir(repo, "status", docs, COMMIT, RenderMemo.load(memo_path))
+    memo = RenderMemo.load(memo_path)
+    plain = sum(len(json.dumps(d, sort_keys=True, separators=(",", ":"))) for d in docs.values())
+    assert sum(len(entry[0]) for entry in memo.files.values()) < plain / 2
+    assert read_status_dir(repo, "status", memo) == docs  # read back from the memo, exactly
+    rel = next(iter(memo.files))
+    memo.files[rel][0] = memo.files[rel][0][:-8] + "AAAAAAAA"  # damaged: not read back, not trusted
+    assert memo.document(rel, repo / "status" / rel) is None
+    assert read_status_dir(repo, "status", memo) == docs  # (that one parsed from its file instead)
