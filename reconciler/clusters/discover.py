@@ -287,7 +287,8 @@ class _SharingDecoder:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
+        self._reading = threading.Lock()
         self._shared: Shared = {}
 
     def page(self, resource: Resource, in_sync: InSync | None, found: set[tuple[str, str, str]]) -> Decoder:
@@ -305,11 +306,12 @@ class _Page:
     found: set[tuple[str, str, str]]
 
     @property
-    def exclusive(self) -> threading.RLock:
-        """Answers of our kinds are read one at a time, across clusters (see
-        :meth:`KubeClient._request_once`): three ServiceEntry answers of 1.6-2.1 MB at once were
-        the peak of a no-op pass's LISTs at 1,000 services."""
-        return self.sharing._lock
+    def exclusive(self) -> threading.Lock:
+        """Answers of our kinds are read one at a time across clusters, as far as
+        :data:`~reconciler.clusters.kube.EXCLUSIVE_WAIT` allows: three ServiceEntry answers of
+        1.6-2.1 MB at once were the peak of a no-op pass's LISTs at 1,000 services. (Not the
+        sharing lock: a cluster slow to send its answer must not hold up another's decoding.)"""
+        return self.sharing._reading
 
     def decode(self, data: bytes | bytearray, /) -> Any:
         metadata, raw = raw_page(data)

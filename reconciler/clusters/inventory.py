@@ -497,9 +497,14 @@ class StateBuilder:
         self._gateways: list[tuple[int, Gateway]] = []
         self._istiods: list[tuple[tuple[str, str], str, str]] = []
         self._owned: list[Mapping[str, Any]] = []
+        self._first_labels: dict[tuple[str, str], Mapping[str, str]] = {}
 
     def add(self, kind: str, obj: Mapping[str, Any]) -> None:
         if kind == "Node":
+            if self._nodes_done:
+                raise ValueError(
+                    f"{self.state.name}: nodes are given before anything else (StateBuilder.ORDER)"
+                )
             labels = _labels(obj)
             self.state.nodes[_meta(obj, "name")] = Locality.from_labels(labels)
             self._zone_regions.update(_zone_regions([obj]))
@@ -540,7 +545,7 @@ class StateBuilder:
             for p in spec.get("ports") or []
             if "port" in p
         )
-        found = self._endpoints.pop((ns, svc_name), {})
+        found = self._endpoints.get((ns, svc_name), {})  # (a snapshot may list a service twice)
         endpoints = tuple(sorted(found.values(), key=lambda e: e.address))
         locality, note = service_locality(endpoints, self._cluster_locality)
         service = Service(
@@ -558,8 +563,10 @@ class StateBuilder:
         self._services.append(((_meta(svc, "namespace"), svc_name), service))
         gateway = _gateway(self.state.name, svc)
         if gateway is not None:
-            # a dedicated east-west gateway before an ingress gateway with a tls port
-            self._gateways.append((0 if service.labels.get("istio") == "eastwestgateway" else 1, gateway))
+            # a dedicated east-west gateway before an ingress gateway with a tls port (as the first
+            # service of that name says)
+            first = self._first_labels.setdefault((ns, svc_name), service.labels)
+            self._gateways.append((0 if first.get("istio") == "eastwestgateway" else 1, gateway))
 
     def finish(self) -> ClusterState:
         state = self.state

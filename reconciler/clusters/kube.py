@@ -36,6 +36,11 @@ LIST_PAGE_SIZE = 5000
 request, and on kube-apiserver 1.37 more, smaller pages were slower in all (at 1,000 services, the
 7 LISTs of a cluster took 0.86 s in 15 pages against 0.48 s in 7: a third of a no-op pass). We keep
 every item of a collection in memory anyway, so smaller pages would only save the server work."""
+EXCLUSIVE_WAIT = 1.0
+"""Seconds a request waits for its decoder's ``exclusive`` lock before it reads its answer anyway.
+The lock only saves memory (answers of several MB read one at a time across clusters; reading one
+takes ~50 ms at 1,000 services on a local server): a cluster must never wait long on another's slow
+answer, since its own deadline (``cluster_timeout``) counts that wait."""
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 
 
@@ -189,14 +194,18 @@ class KubeClient:
         )
         # A decoder may ask for its answers to be read one at a time (``exclusive``: a lock it
         # shares with the decoders of other clusters): the answers of the others wait in their
-        # sockets meanwhile, not in this process's memory.
+        # sockets meanwhile, not in this process's memory. Never for long: see EXCLUSIVE_WAIT.
         exclusive = getattr(decoder, "exclusive", None)
         try:
             response = self.api.call_api(
                 method, url, header_params=headers, body=ser_body, _request_timeout=self.timeout
             )
-            with exclusive if exclusive is not None else contextlib.nullcontext():
+            held = exclusive is not None and exclusive.acquire(timeout=EXCLUSIVE_WAIT)
+            try:
                 return self._answer(response, decoder)
+            finally:
+                if held and exclusive is not None:
+                    exclusive.release()
         except ApiException as exc:
             raise _to_kube_error(exc.status or 0, exc.body, exc.reason or "", exc.headers) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:

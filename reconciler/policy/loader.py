@@ -110,13 +110,14 @@ class Loaded(Generic[P]):
             pickled = self.__dict__.get(_OBJ_PICKLE)
             if name != "obj" or pickled is None:
                 raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-            dictionary = self.__dict__.pop(_OBJ_DICTIONARY, None)
+            dictionary = self.__dict__.get(_OBJ_DICTIONARY)
             if dictionary is not None:
                 unpack = zlib.decompressobj(zdict=dictionary)
                 pickled = unpack.decompress(pickled) + unpack.flush()
             obj = pickle.loads(pickled)
             self.__dict__["obj"] = obj
             self.__dict__.pop(_OBJ_PICKLE, None)
+            self.__dict__.pop(_OBJ_DICTIONARY, None)
             return obj
 
 
@@ -172,13 +173,18 @@ class PolicySet:
         state = dict(self.__dict__)
         state["_index"], state["_indexed"] = None, -1
         models = [p.__getstate__() for p in self.policies]
+        # (a model still compressed, from a reused build never loaded, stays as it is)
+        plain = [
+            (p, m)
+            for p, m in zip(self.policies, models, strict=True)
+            if _OBJ_PICKLE in m and _OBJ_DICTIONARY not in m
+        ]
         samples: dict[str, bytes] = {}
-        for p, model in zip(self.policies, models, strict=True):
-            if _OBJ_PICKLE in model:
-                samples.setdefault(p.key.kind, model[_OBJ_PICKLE])
+        for p, model in plain:
+            samples.setdefault(p.key.kind, model[_OBJ_PICKLE])
         dictionary = b"".join(samples.values())[-32768:]  # zlib uses the last 32 KiB at most
-        for model in models:
-            if _OBJ_PICKLE in model and dictionary:
+        for _, model in plain:
+            if dictionary:
                 pack = zlib.compressobj(zdict=dictionary)
                 model[_OBJ_PICKLE] = pack.compress(model[_OBJ_PICKLE]) + pack.flush()
                 model[_OBJ_DICTIONARY] = dictionary

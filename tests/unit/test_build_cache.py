@@ -314,3 +314,15 @@ def test_the_kept_models_are_compressed_against_one_model_of_each_kind(work: Pat
     assert [p.obj.model_dump() for p in reused.policies.policies] == [
         p.obj.model_dump() for p in built.policies.policies
     ]
+
+
+def test_a_reused_build_pickled_again_keeps_its_models(work: Path) -> None:
+    """A model never loaded is still compressed: pickling the set again keeps it as it is (and its
+    dictionary), instead of compressing the compressed bytes."""
+    built = plan_with(work, cache_for(work))
+    reused = plan_with(work, cache_for(work)).policies
+    again = pickle.loads(pickle.dumps(pickle.loads(pickle.dumps(reused))))
+    assert [p.obj.model_dump() for p in again.policies] == [
+        p.obj.model_dump() for p in built.policies.policies
+    ]
+    assert not any("_obj_dictionary" in vars(p) for p in again.policies)  # dropped once loaded

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+import reconciler.clusters.kube as kube_module
 from reconciler.clusters.inventory import READ_SHAPES
 from reconciler.clusters.kube import NODES, SERVICE_ENTRIES, KubeClient, KubeError, PageFeeder
 
@@ -169,3 +170,34 @@ def test_a_list_item_that_is_not_an_object_is_a_clear_error(sleeps: list[float])
         err.value
     )
     assert len(server.requests) == 1
+
+
+def test_an_answer_is_read_even_when_another_cluster_holds_the_exclusive_lock_too_long(
+    sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decoder's ``exclusive`` lock (answers of our kinds read one at a time across clusters)
+    only saves memory: a request waits for it EXCLUSIVE_WAIT at most, then reads its answer."""
+    monkeypatch.setattr(kube_module, "EXCLUSIVE_WAIT", 0.01)
+    held = threading.Lock()
+    decoded: list[Any] = []
+
+    class Exclusive:
+        exclusive = held
+
+        def decode(self, data: bytes | bytearray, /) -> Any:
+            decoded.append(held.locked())
+            return {"items": [{"metadata": {"name": "a"}}]}
+
+    with FaultInjectingServer([(200, {}, {"kind": "NodeList", "items": []})]) as server:
+        kube = server.client(sleeps)
+        assert held.acquire()  # another cluster's slow answer
+        try:
+            [item] = kube.list(NODES, decoder=Exclusive())
+        finally:
+            assert held.locked()  # still that cluster's: never released by someone else
+            held.release()
+    assert item["metadata"]["name"] == "a" and len(decoded) == 1
+    # and when the lock is free, it is taken for the read and given back
+    with FaultInjectingServer([(200, {}, {"kind": "NodeList", "items": []})]) as server:
+        server.client(sleeps).list(NODES, decoder=Exclusive())
+    assert decoded[-1] is True and not held.locked()

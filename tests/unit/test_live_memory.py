@@ -10,6 +10,7 @@ import copy
 from typing import Any
 
 import msgspec
+import pytest
 
 from reconciler.clusters.discover import _share_equal_parts, _SharingDecoder
 from reconciler.clusters.inventory import (
@@ -299,3 +300,18 @@ def test_discovery_lists_the_kinds_it_reads_in_the_order_the_state_is_built() ->
 
     listed = [resource.kind for resource, _ in READ_LISTS]
     assert listed == [kind for kind in StateBuilder.ORDER if kind in READ_SHAPES]
+
+
+def test_a_service_listed_twice_keeps_its_endpoints_and_nodes_come_first() -> None:
+    """A hand-written snapshot may list a service twice: both copies read as the old builder read
+    them. And the builder takes nodes first (an endpoint's locality is its node's)."""
+    from reconciler.clusters.inventory import StateBuilder
+
+    objects = [node("n1", "us-east-1", "us-east-1a"), service("reviews"), service("reviews")]
+    objects.append(endpoints("reviews", [("10.0.0.1", "n1")]))
+    first, second = build_cluster_state("c", objects).services
+    assert first.endpoints == second.endpoints and len(first.endpoints) == 1
+    builder = StateBuilder("c")
+    builder.add("Service", service("ratings"))
+    with pytest.raises(ValueError, match="nodes are given before anything else"):
+        builder.add("Node", node("n2", "us-east-1", "us-east-1b"))
