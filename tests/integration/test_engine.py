@@ -16,7 +16,7 @@ import pytest
 from kubeharness import Clusters, kube
 from kubernetes.client import ApiClient
 
-from reconciler.clusters.inventory import MANAGED_BY_LABEL, MANAGED_BY_VALUE, SOURCES_ANNOTATION
+from reconciler.clusters.inventory import MANAGED_BY_LABEL
 from reconciler.clusters.kube import ISTIO_RESOURCES
 from reconciler.engine.changeset import Action, ChangeSet
 from reconciler.engine.lease import LeaseHeld, LeaseSettings, RunLease
@@ -27,6 +27,7 @@ from reconciler.reconcile import run_pass
 from reconciler.translate.result import DesiredObject
 from reconciler.yamlio import to_yaml
 from tests.integration.conftest import TWO
+from tests.unit.topology import owned
 
 pytestmark = pytest.mark.integration
 
@@ -636,17 +637,7 @@ def test_lease_held_by_another_run_and_stale_lease_taken_over(
 
 
 def _owned(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "networking.istio.io/v1",
-        "kind": kind,
-        "metadata": {
-            "name": name,
-            "namespace": "bookinfo",
-            "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE},
-            "annotations": {SOURCES_ANNOTATION: "VirtualDestination/gloo-mesh/concurrent"},
-        },
-        "spec": spec,
-    }
+    return owned(kind, name, spec, namespace="bookinfo", source="VirtualDestination/gloo-mesh/concurrent")
 
 
 def test_objects_of_a_kind_are_written_together_and_routes_only_after_their_hosts(

@@ -14,9 +14,6 @@ import msgspec
 
 from reconciler.clusters.discover import _SharingDecoder
 from reconciler.clusters.inventory import (
-    MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
-    SOURCES_ANNOTATION,
     ClusterState,
     Inventory,
     settled_view,
@@ -27,22 +24,9 @@ from reconciler.engine.normalize import declared_fields
 from reconciler.engine.sync import Desired, SyncOptions, in_sync_checks, sync
 from reconciler.findings import ObjectKey
 from reconciler.translate.result import DesiredObject
+from tests.unit.topology import owned
 
 SOURCE = ObjectKey("VirtualDestination", "apps", "reviews")
-
-
-def _body(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "networking.istio.io/v1",
-        "kind": kind,
-        "metadata": {
-            "name": name,
-            "namespace": "istio-system",
-            "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE},
-            "annotations": {SOURCES_ANNOTATION: "VirtualDestination/apps/reviews"},
-        },
-        "spec": spec,
-    }
 
 
 def _live(body: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -61,8 +45,8 @@ def _desired(body: dict[str, Any], depends_on: frozenset[str] = frozenset()) -> 
 
 
 ROUTE = {"http": [{"route": [{"destination": {"host": "reviews.global"}}]}]}
-DR = _body("DestinationRule", "reviews", {"host": "reviews.global"})
-VS = _body("VirtualService", "reviews", {"hosts": ["reviews.global"], **ROUTE})
+DR = owned("DestinationRule", "reviews", {"host": "reviews.global"})
+VS = owned("VirtualService", "reviews", {"hosts": ["reviews.global"], **ROUTE})
 STATUS = {"validationMessages": [{"type": {"code": "IST0101"}, "level": "Error"}], "observedGeneration": "1"}
 
 
@@ -72,13 +56,13 @@ def test_the_check_names_the_desired_object_an_equal_live_one_equals() -> None:
     drifted = _live(VS)
     drifted["spec"]["http"][0]["route"][0]["destination"]["host"] = "other.global"
     assert check(drifted) is None
-    assert check(_live(_body("DestinationRule", "gone", {"host": "gone.global"}))) is None
+    assert check(_live(owned("DestinationRule", "gone", {"host": "gone.global"}))) is None
 
 
 def test_listed_pages_keep_of_equal_objects_only_their_desired_object_or_their_status() -> None:
     """The decoder of our kinds: equal objects are named in ``found``; one with istiod's status
     keeps it; one that differs, or one not desired, is kept whole."""
-    drifted = _live(_body("VirtualService", "other", {"hosts": ["x"]}))
+    drifted = _live(owned("VirtualService", "other", {"hosts": ["x"]}))
     page = {"metadata": {}, "items": [_live(DR), _live(VS, status=STATUS), drifted]}
     found: set[tuple[str, str, str]] = set()
     parts = (DR["metadata"], DR["spec"])

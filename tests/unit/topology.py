@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconciler.clusters.inventory import Inventory, build_cluster_state
+from reconciler.clusters.inventory import (
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    SOURCES_ANNOTATION,
+    Inventory,
+    build_cluster_state,
+)
 
 
 def node(name: str, region: str | None, zone: str | None, subzone: str | None = None) -> dict[str, Any]:
@@ -126,3 +132,24 @@ def inventory(clusters: dict[str, list[dict[str, Any]]], unreachable: tuple[str,
         state.error = "connection refused"
         inv.clusters[name] = state
     return inv
+
+
+def owned(
+    kind: str,
+    name: str,
+    spec: dict[str, Any],
+    namespace: str = "istio-system",
+    source: str = "VirtualDestination/apps/reviews",
+) -> dict[str, Any]:
+    """An Istio object of ours, as we apply it: our label and our sources annotation."""
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE},
+            "annotations": {SOURCES_ANNOTATION: source},
+        },
+        "spec": spec,
+    }
