@@ -1,4 +1,6 @@
-"""A thin JSON client for one cluster, over the official ``kubernetes`` client's ApiClient.
+"""A thin JSON client for one cluster: the official ``kubernetes`` client's configuration (kubeconfig,
+credentials, TLS) and our own lean HTTP transport (:mod:`reconciler.clusters.transport`: a request
+per object is most of what a first sync does, and the client's urllib3 stack doubled its CPU).
 
 We speak plain JSON dicts (what ``kubectl get -o json`` shows) instead of the generated models:
 objects go straight into diffs, snapshots and server-side apply, and the requests made are exactly
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import http.client
 import json
 import logging
 import threading
@@ -23,10 +26,10 @@ from typing import Any, Protocol, TypedDict
 from urllib.parse import quote, urlencode
 
 import msgspec
-import urllib3
 from kubernetes.client import ApiClient
-from kubernetes.client.exceptions import ApiException
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+from reconciler.clusters.transport import Response, Transport
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +126,7 @@ class KubeClient:
         page_size: int = LIST_PAGE_SIZE,
     ) -> None:
         self.api = api
+        self.transport = Transport(api.configuration)
         self.page_size = page_size
         self.cluster = cluster
         self.timeout = timeout
@@ -183,22 +187,23 @@ class KubeClient:
     ) -> dict[str, Any]:
         with self._counting:  # requests of one cluster may be sent from several threads
             self.requests[(verb, resource or path)] += 1
-        params = [(k, v) for k, v in (query or {}).items() if v is not None]
-        method, url, headers, ser_body, _ = self.api.param_serialize(
-            verb.upper(),
-            path,
-            query_params=params,
-            header_params={"Accept": accept, "Content-Type": content_type},
-            body=body,
-            auth_settings=["BearerToken"],
-        )
+        headers = {"Accept": accept}
+        data: bytes | None = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            if isinstance(body, str):
+                data = body.encode()
+            elif isinstance(body, bytes):
+                data = body
+            else:
+                data = json.dumps(body, separators=(",", ":")).encode()
         # A decoder may ask for its answers to be read one at a time (``exclusive``: a lock it
         # shares with the decoders of other clusters): the answers of the others wait in their
         # sockets meanwhile, not in this process's memory. Never for long: see EXCLUSIVE_WAIT.
         exclusive = getattr(decoder, "exclusive", None)
         try:
-            response = self.api.call_api(
-                method, url, header_params=headers, body=ser_body, _request_timeout=self.timeout
+            response = self.transport.request(
+                verb.upper(), path + _query(query), headers=headers, body=data, timeout=self.timeout
             )
             held = exclusive is not None and exclusive.acquire(timeout=EXCLUSIVE_WAIT)
             try:
@@ -206,18 +211,16 @@ class KubeClient:
             finally:
                 if held and exclusive is not None:
                     exclusive.release()
-        except ApiException as exc:
-            raise _to_kube_error(exc.status or 0, exc.body, exc.reason or "", exc.headers) from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+        except (http.client.HTTPException, OSError) as exc:
             raise KubeError(
                 0, f"cannot reach the API server of {self.cluster}: {_short(exc)}", "Unreachable"
             ) from None
 
-    def _answer(self, response: Any, decoder: Decoder | None) -> dict[str, Any]:
+    def _answer(self, response: Response, decoder: Decoder | None) -> dict[str, Any]:
         """The body of an answer, decoded (or the error it is)."""
-        data = _body(response.response)
+        data = response.read()
         status = response.status
-        retry_after = response.getheader("Retry-After")
+        retry_after = response.header("Retry-After")
         if status >= 400:
             raise _to_kube_error(status, data, "", {"Retry-After": retry_after} if retry_after else None)
         if not data:
@@ -314,38 +317,30 @@ class KubeClient:
         thread). An ``ERROR`` event (e.g. 410 Gone: the version was compacted) raises KubeError.
         """
         self.requests[("watch", resource.plural)] += 1
-        params: list[tuple[str, Any]] = [
-            ("watch", "1"),
-            ("resourceVersion", resource_version),
-            ("allowWatchBookmarks", "true"),
-            ("timeoutSeconds", str(timeout_seconds)),
-        ]
-        if label_selector:
-            params.append(("labelSelector", label_selector))
-        method, url, headers, _, _ = self.api.param_serialize(
-            "GET",
-            resource.collection(),
-            query_params=params,
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
+        query = {
+            "watch": "1",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+            "labelSelector": label_selector or None,
+        }
         unreachable = f"cannot reach the API server of {self.cluster}"
         try:
-            response = self.api.call_api(
-                method, url, header_params=headers, _request_timeout=(self.timeout, timeout_seconds + 30)
+            response = self.transport.request(
+                "GET",
+                resource.collection() + _query(query),
+                headers={"Accept": "application/json"},
+                timeout=(self.timeout, timeout_seconds + 30),
             )
-        except ApiException as exc:
-            raise _to_kube_error(exc.status or 0, exc.body, exc.reason or "", exc.headers) from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+        except (http.client.HTTPException, OSError) as exc:
             raise KubeError(0, f"{unreachable}: {_short(exc)}", "Unreachable") from None
-        raw = response.response
         try:
             if response.status >= 400:
-                raise _to_kube_error(response.status, raw.data, "", None)
+                raise _to_kube_error(response.status, response.read(), "", None)
             if on_open is not None:
-                on_open(raw)
+                on_open(response)
             buffer = b""
-            for chunk in raw.stream(65536, decode_content=True):
+            for chunk in response.stream():
                 buffer += chunk
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
@@ -353,11 +348,10 @@ class KubeClient:
                         yield _watch_event(decode_json(line))
             if buffer.strip():
                 yield _watch_event(decode_json(buffer))
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+        except (http.client.HTTPException, OSError) as exc:
             raise KubeError(0, f"{unreachable}: watch interrupted: {_short(exc)}", "Unreachable") from None
         finally:
-            with contextlib.suppress(Exception):
-                raw.release_conn()
+            response.close()  # a no-op after an answer read to its end (its connection is kept)
 
     def apply(self, resource: Resource, obj: dict[str, Any], *, force: bool, dry_run: bool) -> dict[str, Any]:
         """Server-side apply as ``mesh-reconciler``."""
@@ -418,6 +412,7 @@ class KubeClient:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # best effort on shutdown
+            self.transport.close()
             self.api.close()
 
 
@@ -502,22 +497,6 @@ class PageFeeder:
         return {"metadata": metadata, "items": []}
 
 
-def _body(raw: urllib3.BaseHTTPResponse) -> bytes | bytearray:
-    """The whole body of an answer, in one buffer.
-
-    The API server streams a large LIST in chunks (no Content-Length); read whole, http.client
-    keeps every chunk and then joins them, holding the body twice. Appended to one growing buffer
-    as they arrive, it is held about once: at 1,000 services, ~2 MB less per LIST of our kinds in
-    flight, three clusters at once.
-    """
-    if raw.headers.get("Content-Length") is not None:
-        return raw.read()
-    body = bytearray()
-    for chunk in raw.stream(1 << 16):
-        body += chunk
-    return body
-
-
 def decode_json(data: bytes | bytearray) -> Any:
     """JSON from the API server as plain Python data, exactly what ``json.loads`` returns.
 
@@ -527,5 +506,7 @@ def decode_json(data: bytes | bytearray) -> Any:
     return msgspec.json.decode(data)
 
 
-def encode_query(params: dict[str, Any]) -> str:
-    return urlencode({k: v for k, v in params.items() if v is not None})
+def _query(params: dict[str, Any] | None) -> str:
+    """``?k=v&...`` of the parameters that are set ("" when none is)."""
+    kept = {k: v for k, v in (params or {}).items() if v is not None}
+    return "?" + urlencode(kept) if kept else ""

@@ -1,0 +1,255 @@
+"""The HTTP transport (``reconciler.clusters.transport``) against real servers on loopback: keep-alive
+connections, a kept connection the server closed, tokens asked for every request, TLS settings of
+a kubeconfig (server name, client certificate, skipped verification) and an HTTP CONNECT proxy.
+
+The servers are the standard library's, answering like an API server would; the TLS certificates
+come from the harness's certificate authority (``kubeharness.certs``).
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubeharness.certs import CertificateAuthority
+from kubernetes import client
+
+from reconciler.clusters.kube import NODES, KubeClient, KubeError
+from reconciler.clusters.transport import Transport, TransportConfigError
+
+
+class Server:
+    """HTTP/1.1 with keep-alive (like the API server); counts connections and records requests.
+    ``close_after``: the server closes each connection after that many answers."""
+
+    def __init__(self, *, tls: ssl.SSLContext | None = None, close_after: int = 0, chunked: bool = False):
+        self.connections = 0
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.peers: list[Any] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                outer.connections += 1
+                self.answered = 0
+                if tls is not None:
+                    outer.peers.append(self.connection.getpeercert())
+
+            def do_GET(self) -> None:
+                outer.requests.append((self.command, self.path, dict(self.headers)))
+                data = json.dumps(
+                    {"kind": "NodeList", "items": [{"metadata": {"name": f"n{len(outer.requests)}"}}]}
+                )
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                if chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for part in (data[:10], data[10:]):
+                        self.wfile.write(f"{len(part):x}\r\n{part}\r\n".encode())
+                    self.wfile.write(b"0\r\n\r\n")
+                else:
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data.encode())
+                self.answered += 1
+                if close_after and self.answered >= close_after:
+                    self.close_connection = True
+
+            do_PATCH = do_GET
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def configuration(host: str, **settings: Any) -> client.Configuration:
+    config = client.Configuration()
+    config.host = host
+    config.retries = False
+    for key, value in settings.items():
+        setattr(config, key, value)
+    return config
+
+
+def kube(config: client.Configuration) -> KubeClient:
+    return KubeClient(client.ApiClient(config), "test", timeout=5, attempts=1)
+
+
+def test_requests_reuse_one_keep_alive_connection() -> None:
+    with Server() as server:
+        api = kube(configuration(f"http://127.0.0.1:{server.port}"))
+        names = [api.list(NODES)[0]["metadata"]["name"] for _ in range(20)]
+        api.close()
+    assert names == [f"n{i}" for i in range(1, 21)]
+    assert server.connections == 1
+    assert server.requests[0][2]["User-Agent"] == "mesh-reconciler"
+
+
+def test_a_chunked_answer_is_read_whole_and_the_connection_kept() -> None:
+    with Server(chunked=True) as server:
+        api = kube(configuration(f"http://127.0.0.1:{server.port}"))
+        assert [api.list(NODES)[0]["metadata"]["name"] for _ in range(3)] == ["n1", "n2", "n3"]
+    assert server.connections == 1
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
+    """The server closes each connection after one answer: the next request notices and opens another,
+    with no error and no request lost or sent twice."""
+    with Server(close_after=1) as server:
+        api = kube(configuration(f"http://127.0.0.1:{server.port}"))
+        for _ in range(5):
+            api.list(NODES)
+    assert len(server.requests) == 5 and server.connections == 5
+
+
+def test_the_token_is_asked_for_every_request() -> None:
+    """An exec plugin's token is renewed by the configuration's refresh hook: each request sends the
+    token current at that moment, as the kubernetes client itself does."""
+    tokens = iter(["one", "two", "three"])
+    config = configuration(
+        "http://x", api_key={"authorization": "initial"}, api_key_prefix={"authorization": "Bearer"}
+    )
+    config.refresh_api_key_hook = lambda c: c.api_key.update(authorization=next(tokens))
+    with Server() as server:
+        config.host = f"http://127.0.0.1:{server.port}"
+        api = kube(config)
+        for _ in range(3):
+            api.list(NODES)
+    assert [h["Authorization"] for _, _, h in server.requests] == ["Bearer one", "Bearer two", "Bearer three"]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("pki")
+    ca = CertificateAuthority("test-ca")
+    (root / "ca.crt").write_bytes(ca.cert_pem)
+    files: dict[str, Path] = {"ca": root / "ca.crt"}
+    files["server"], files["server-key"] = ca.issue_serving(["api.cluster.test"]).write(root, "server")
+    files["client"], files["client-key"] = ca.issue_client("alice", ["devs"]).write(root, "client")
+    return files
+
+
+@pytest.fixture
+def tls_server(pki: dict[str, Path]) -> Iterator[Server]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki["server"], pki["server-key"])
+    context.load_verify_locations(pki["ca"])
+    context.verify_mode = ssl.CERT_OPTIONAL  # a client certificate is read when one is sent
+    with Server(tls=context) as server:
+        yield server
+
+
+def test_tls_server_name_and_client_certificate(tls_server: Server, pki: dict[str, Path]) -> None:
+    """The certificate names api.cluster.test, not 127.0.0.1: ``tls-server-name`` is what it is
+    checked against; the client certificate is presented."""
+    host = f"https://127.0.0.1:{tls_server.port}"
+    good = configuration(
+        host, ssl_ca_cert=str(pki["ca"]), cert_file=str(pki["client"]), key_file=str(pki["client-key"])
+    )
+    good.tls_server_name = "api.cluster.test"
+    assert kube(good).list(NODES)
+    subject = dict(pair[0] for pair in tls_server.peers[-1]["subject"])
+    assert subject["commonName"] == "alice"
+
+    with pytest.raises(KubeError) as err:  # the address dialled does not match the certificate
+        kube(configuration(host, ssl_ca_cert=str(pki["ca"]))).list(NODES)
+    assert err.value.status == 0 and "cannot reach the API server of test" in str(err.value)
+    assert "certificate" in str(err.value).lower()
+
+    assert kube(configuration(host, verify_ssl=False)).list(NODES)  # insecure-skip-tls-verify
+
+
+class ConnectProxy:
+    """A real HTTP CONNECT proxy (one tunnel per connection), recording what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> ConnectProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.listener.close()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._tunnel, args=(conn,), daemon=True).start()
+
+    def _tunnel(self, conn: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += conn.recv(4096)
+        self.asked.append(head.decode())
+        host, port = head.split(b" ")[1].decode().rsplit(":", 1)
+        upstream = socket.create_connection((host, int(port)))
+        conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        peers = {conn: upstream, upstream: conn}
+        for _ in range(10_000):  # bounded: a test tunnel carries a few requests
+            ready, _, _ = select.select(list(peers), [], [], 5)
+            if not ready:
+                break
+            for sock in ready:
+                data = sock.recv(65536)
+                if not data:
+                    conn.close()
+                    upstream.close()
+                    return
+                peers[sock].sendall(data)
+
+
+def test_requests_go_through_an_http_proxy_with_connect() -> None:
+    with Server() as server, ConnectProxy() as proxy:
+        config = configuration(
+            f"http://127.0.0.1:{server.port}", proxy=f"http://user:s%40cret@127.0.0.1:{proxy.port}"
+        )
+        api = kube(config)
+        assert [api.list(NODES)[0]["metadata"]["name"] for _ in range(2)] == ["n1", "n2"]
+    assert len(proxy.asked) == 1  # one tunnel, kept alive
+    assert proxy.asked[0].startswith(f"CONNECT 127.0.0.1:{server.port} HTTP/1.")
+    assert "Proxy-Authorization: Basic dXNlcjpzQGNyZXQ=" in proxy.asked[0]  # user:s@cret
+
+
+def test_no_proxy_and_unsupported_proxies() -> None:
+    with Server() as server:
+        config = configuration(
+            f"http://127.0.0.1:{server.port}", proxy="http://127.0.0.1:9", no_proxy="127.0.0.0/8"
+        )
+        assert kube(config).list(NODES)  # exempted: the (dead) proxy is never dialled
+    for proxy in ("socks5://127.0.0.1:1080", "https://proxy.example:443"):
+        with pytest.raises(TransportConfigError, match="only an http:// proxy"):
+            Transport(configuration("https://api.example:6443", proxy=proxy))
+    with pytest.raises(TransportConfigError, match="not an http"):
+        Transport(configuration("unix:///var/run/api.sock"))
