@@ -27,7 +27,6 @@ from urllib.parse import quote, urlencode
 
 import msgspec
 from kubernetes.client import ApiClient
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from reconciler.clusters.transport import Response, Transport
 
@@ -139,14 +138,13 @@ class KubeClient:
 
     # -- low level ---------------------------------------------------------------------------------
 
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        details: dict[str, Any] = getattr(exc, "details", None) or {}
-        retry_after = details.get("retryAfter", details.get("retryAfterSeconds"))
-        backoff: float = min(self.max_backoff, 0.25 * (2 ** (state.attempt_number - 1)))
+    def _backoff(self, exc: KubeError, attempt: int) -> float:
+        """Seconds before attempt ``attempt + 1``: the server's Retry-After when it sent one (bounded),
+        else exponential backoff from 0.25 s, capped at ``max_backoff``."""
+        retry_after = exc.details.get("retryAfter", exc.details.get("retryAfterSeconds"))
         if isinstance(retry_after, (int, float)) and retry_after > 0:
             return float(min(float(retry_after), self.max_backoff * 4))
-        return backoff
+        return float(min(self.max_backoff, 0.25 * (2 ** (attempt - 1))))
 
     def request(
         self,
@@ -162,17 +160,17 @@ class KubeClient:
     ) -> dict[str, Any]:
         """One request (retried while retryable); its JSON answer as plain data, or as ``decoder``
         decodes it (a LIST page, :meth:`list`)."""
-        retrying = Retrying(
-            stop=stop_after_attempt(self.attempts),
-            wait=self._wait,
-            retry=retry_if_exception(_retryable),
-            sleep=self._sleep,
-            reraise=True,
-        )
-        result: dict[str, Any] = retrying(
-            self._request_once, verb, path, query, body, content_type, resource, accept, decoder
-        )
-        return result
+        # A plain loop (it was tenacity's): a first sync makes one request per object, and the
+        # library's per-call bookkeeping cost 0.06 ms of CPU each — a tenth of the request itself.
+        attempts = max(1, self.attempts)
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._request_once(verb, path, query, body, content_type, resource, accept, decoder)
+            except KubeError as exc:
+                if attempt >= attempts or not _retryable(exc):
+                    raise
+                self._sleep(self._backoff(exc, attempt))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _request_once(
         self,

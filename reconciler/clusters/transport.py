@@ -24,9 +24,14 @@ import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+CHECK_IDLE_AFTER = 1.0
+"""Seconds after which a kept connection is checked for having been closed by the server before
+it is reused (see :meth:`Transport._take`)."""
 
 IDLE_CONNECTIONS = 16
 """Idle keep-alive connections kept per API server. A pass sends at most a few requests at once to
@@ -71,7 +76,8 @@ class Transport:
         )
         self._proxy = _proxy(configuration)
         self._headers = {"User-Agent": user_agent}
-        self._idle: list[http.client.HTTPConnection] = []
+        self._idle: list[tuple[http.client.HTTPConnection, float]] = []
+        """Kept connections, each with when it was given back (the last one is reused first)."""
         self._lock = threading.Lock()
 
     # -- requests ------------------------------------------------------------------------------------
@@ -98,11 +104,10 @@ class Transport:
         while True:
             conn, kept = self._take(connect)
             try:
-                if conn.sock is not None:
-                    conn.sock.settimeout(read)
+                if kept:
+                    _set_timeout(conn, read)
                 conn.request(method, path, body=body, headers=sent)
-                if conn.sock is not None:
-                    conn.sock.settimeout(read)
+                _set_timeout(conn, read)
                 raw = conn.getresponse()
             except _STALE:
                 conn.close()
@@ -118,7 +123,7 @@ class Transport:
         """Close the kept connections (the ones in use close when their answers are read)."""
         with self._lock:
             idle, self._idle = self._idle, []
-        for conn in idle:
+        for conn, _ in idle:
             conn.close()
 
     # -- connections ---------------------------------------------------------------------------------
@@ -126,10 +131,13 @@ class Transport:
     def _take(self, connect_timeout: float) -> tuple[http.client.HTTPConnection, bool]:
         while True:
             with self._lock:
-                conn = self._idle.pop() if self._idle else None
+                conn, since = self._idle.pop() if self._idle else (None, 0.0)
             if conn is None:
                 return self._connection(connect_timeout), False
-            if _dropped(conn):
+            # Asked only of a connection idle for a while: the poll is a system call that gives up
+            # the GIL, and a pass's requests follow each other within milliseconds (the server
+            # keeps an idle connection for minutes; a resendable request survives one closed anyway).
+            if time.monotonic() - since > CHECK_IDLE_AFTER and _dropped(conn):
                 conn.close()
                 continue
             return conn, True
@@ -137,7 +145,7 @@ class Transport:
     def _give(self, conn: http.client.HTTPConnection) -> None:
         with self._lock:
             if len(self._idle) < IDLE_CONNECTIONS:
-                self._idle.append(conn)
+                self._idle.append((conn, time.monotonic()))
                 return
         conn.close()
 
@@ -287,6 +295,12 @@ def _bypassed(url: str, no_proxy: str) -> bool:
     from kubernetes.client.rest import should_bypass_proxies
 
     return bool(should_bypass_proxies(url, no_proxy))
+
+
+def _set_timeout(conn: http.client.HTTPConnection, seconds: float) -> None:
+    sock = conn.sock
+    if sock is not None and sock.gettimeout() != seconds:
+        sock.settimeout(seconds)
 
 
 def _dropped(conn: http.client.HTTPConnection) -> bool:

@@ -178,7 +178,7 @@ def fetch(
             runner.run("init", "-q", what="git init")
             runner.run("config", CACHE_MARKER_KEY, url)
             runner.run("config", "remote.origin.url", url)
-            sha, got_branch, policy = _sync(runner, url, branch, revision, depth, status_rel)
+            sha, got_branch, policy = _sync(runner, url, branch, revision, depth, status_rel, fresh=True)
             if cache_dir.exists():
                 _discard(cache_dir)
             os.rename(tmp, cache_dir)
@@ -256,8 +256,15 @@ def _sync(
     revision: str | None,
     depth: int | None,
     status_dir: str,
+    *,
+    fresh: bool = False,
 ) -> tuple[str, str | None, str]:
-    """Fetch, check out, hard-reset and clean; return (HEAD sha, branch, policy commit)."""
+    """Fetch, check out, hard-reset and clean; return (HEAD sha, branch, policy commit).
+
+    ``fresh``: the repository was just initialised (a first clone, or a CronJob's empty cache every
+    pass): it has no refs to compare with and no work tree to repair, so the checkout alone leaves it
+    exactly at the fetched commit — three git commands fewer (~15 ms each on 2 busy cores).
+    """
     git_dir = runner.work_tree / ".git"
     marker = git_dir / INCOMPLETE_MARKER
     marker.write_text("update in progress or failed; the next fetch resets this cache\n", encoding="utf-8")
@@ -270,8 +277,14 @@ def _sync(
         branch, tip = _remote_tip(runner, safe_url, branch)
         spec = f"+refs/heads/{branch}:refs/remotes/origin/{branch}"
         tracking = f"refs/remotes/origin/{branch}^{{commit}}"
-        have = runner.run("rev-parse", "--verify", "-q", tracking, check=False)
-        if tip is not None and have.ok and have.stdout.strip() == tip and not (depth is None and shallow):
+        have = None if fresh else runner.run("rev-parse", "--verify", "-q", tracking, check=False)
+        if (
+            tip is not None
+            and have is not None
+            and have.ok
+            and have.stdout.strip() == tip
+            and not (depth is None and shallow)
+        ):
             # Nothing new upstream (Flux's "skip the clone when the revision is unchanged"): no
             # fetch, and the history deepened earlier stays, so the policy commit is found at once.
             log.debug("branch %s of %s is still at %s: nothing to fetch", branch, safe_url, tip[:12])
@@ -292,9 +305,10 @@ def _sync(
     else:
         target, deepen_spec = _fetch_revision(runner, safe_url, revision, depth_args)
         runner.run("checkout", "-q", "-f", "--detach", target)
-    runner.run("reset", "-q", "--hard", target)
-    runner.run("clean", "-q", "-ffdx")
-    sha = runner.out("rev-parse", "HEAD")
+    if not fresh:  # an earlier, possibly interrupted or hand-edited, work tree: exactly the commit
+        runner.run("reset", "-q", "--hard", target)
+        runner.run("clean", "-q", "-ffdx")
+    sha = target  # a full sha (rev-parse or ls-remote), and what HEAD is after the checkout
     policy = find_policy_commit(runner, status_dir, deepen_spec, head=sha)
     marker.unlink()
     return sha, (branch if revision is None else None), policy

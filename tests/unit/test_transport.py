@@ -22,7 +22,8 @@ import pytest
 from kubeharness.certs import CertificateAuthority
 from kubernetes import client
 
-from reconciler.clusters.kube import NODES, KubeClient, KubeError
+import reconciler.clusters.transport as transport_module
+from reconciler.clusters.kube import LEASES, NODES, KubeClient, KubeError
 from reconciler.clusters.transport import Transport, TransportConfigError
 
 
@@ -67,7 +68,7 @@ class Server:
                 if close_after and self.answered >= close_after:
                     self.close_connection = True
 
-            do_PATCH = do_GET
+            do_PATCH = do_POST = do_GET
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
@@ -125,6 +126,24 @@ def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
         for _ in range(5):
             api.list(NODES)
     assert len(server.requests) == 5 and server.connections == 5
+
+
+def test_a_create_is_never_sent_twice_and_an_idle_connection_is_checked_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A POST on a kept connection the server closed is not resent (it might have been seen): it
+    fails, and the caller's retry policy decides. A connection idle for longer than
+    CHECK_IDLE_AFTER is checked before it is reused, so a create never meets one the server closed."""
+    lease = {"metadata": {"name": "l", "namespace": "ns"}}
+    with Server(close_after=1) as server:
+        api = kube(configuration(f"http://127.0.0.1:{server.port}"))
+        api.create(LEASES, lease)
+        with pytest.raises(KubeError, match="cannot reach the API server of test"):
+            api.create(LEASES, lease)  # met the closed connection, within a second: not resent
+        monkeypatch.setattr(transport_module, "CHECK_IDLE_AFTER", 0.0)
+        api.create(LEASES, lease)
+        api.create(LEASES, lease)
+    assert [m for m, _, _ in server.requests] == ["POST"] * 3
 
 
 def test_the_token_is_asked_for_every_request() -> None:
