@@ -14,14 +14,25 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from kubernetes import client, config
-from kubernetes.config.config_exception import ConfigException
-from kubernetes.config.kube_config import KubeConfigLoader, KubeConfigMerger
+from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import ReconcilerError
 from reconciler.repo_config import RepoConfig
+
+if TYPE_CHECKING:
+    from kubernetes import client
+
+# The kubernetes client is imported where it is used, not with this module: its kubeconfig loader
+# brings requests, oauthlib and the client's models (~85 ms of CPU), which the commands that never
+# read a kubeconfig (validate, render --state, --help) need not pay, and which a pass imports while
+# git runs (:func:`preload_client`).
+
+
+def preload_client() -> None:
+    """Import the kubernetes client's kubeconfig loader now (e.g. while git runs in its own
+    processes, ``reconcile._reconcile``), rather than when the first cluster is connected."""
+    import kubernetes.config.kube_config  # noqa: F401
+
 
 IN_CLUSTER = "in-cluster"
 
@@ -43,6 +54,8 @@ class ClusterTarget:
         urllib3 would otherwise retry 429/503 responses by itself (sleeping on Retry-After), hiding
         requests from our bounded, counted and logged retry policy.
         """
+        from kubernetes import client, config
+
         configuration = client.Configuration()
         if self.kubeconfig is None:
             config.load_incluster_config(client_configuration=configuration)
@@ -79,6 +92,9 @@ def merged_kubeconfig(files: str) -> Any:
 @functools.lru_cache(maxsize=8)
 def _merged(files: str, stamps: tuple[tuple[str, int, int], ...]) -> Any:
     del stamps  # part of the cache key only
+    from kubernetes.config.config_exception import ConfigException
+    from kubernetes.config.kube_config import KubeConfigMerger
+
     merged = KubeConfigMerger(files).config
     if merged is None:
         raise ConfigException(f"Invalid kube-config file {files}: no configuration found")
@@ -123,6 +139,9 @@ def resolve_targets(
         if not Path(f).is_file():
             raise TargetError(f"kubeconfig {f} does not exist")
     merged = os.pathsep.join(files)
+    from kubernetes.config.config_exception import ConfigException
+    from kubernetes.config.kube_config import KubeConfigLoader
+
     try:
         available = KubeConfigLoader(merged_kubeconfig(merged), config_base_path=None).list_contexts()
     except (ConfigException, OSError, ValueError) as exc:

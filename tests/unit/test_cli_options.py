@@ -214,3 +214,23 @@ def test_pass_settings_refuses_a_parameter_that_reaches_no_setting() -> None:
         opt.pass_settings({**params, "new_flag": 1})
     with pytest.raises(KeyError, match="repo"):
         opt.pass_settings({k: v for k, v in params.items() if k != "repo"})
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_a_run_builds_only_its_command_and_it_is_the_same_command(name: str) -> None:
+    """``main`` builds only the command a command line names (typer builds every registered command
+    on each run): its usage, options and help are those of the full application's command."""
+    from reconciler.commands.app import COMMANDS as REGISTERED
+    from reconciler.commands.app import _invoked, build_app
+
+    assert _invoked([name, "--help"]) == name
+    assert _invoked(["--version"]) is None and _invoked(["nope", name]) is None
+    one = typer.main.get_command(build_app(name))
+    assert list(one.commands) == [name]  # type: ignore[attr-defined]
+    assert set(REGISTERED) == set(COMMANDS)
+    runner = CliRunner()
+    full_help = runner.invoke(app, [name, "--help"], prog_name="reconciler")
+    one_help = runner.invoke(build_app(name), [name, "--help"], prog_name="reconciler")
+    assert full_help.exit_code == one_help.exit_code == 0
+    assert one_help.output == full_help.output
+    assert [p.opts for p in one.commands[name].params] == [p.opts for p in COMMANDS[name].params]  # type: ignore[attr-defined]
