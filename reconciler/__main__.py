@@ -46,7 +46,8 @@ def exit_now(code: object) -> NoReturn:
     elif isinstance(code, int):
         status = code & 0xFF
     else:  # sys.exit("message"): printed, exit 1
-        print(code, file=sys.stderr)
+        with contextlib.suppress(Exception):
+            print(code, file=sys.stderr)
         status = 1
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.buildcache import BuildCache
 from reconciler.clusters.kube import KubeClient
-from reconciler.clusters.targets import preload_client
+from reconciler.clusters.targets import client_loaded, preload_client
 from reconciler.clusters.watch import WatchCaches
 from reconciler.engine.changeset import Action, ChangeSet
 from reconciler.engine.lease import LeaseHeld, LeaseSettings, RunLease
@@ -394,6 +394,28 @@ def _fetch(settings: Settings) -> Checkout:
     )
 
 
+def _fetch_while_loading_client(settings: Settings) -> Checkout:
+    """:func:`_fetch`, while this thread imports the kubernetes client's kubeconfig loader (~85 ms
+    of CPU), which the pass needs next: git works in processes of its own, so a CronJob's pass (an
+    empty cache: a clone, ~11 git commands) overlaps the two.
+
+    The GIL is handed over every 0.5 ms meanwhile (not 5): the fetch thread mostly waits for a git
+    process, and each wait would otherwise end only when the import next yields. Only while there
+    is something to import: a process's first pass, not ``serve``'s later ones.
+    """
+    if client_loaded():
+        return _fetch(settings)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, 0.0005))
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fetch") as pool:
+            fetching = pool.submit(_fetch, settings)
+            preload_client()
+            return fetching.result()
+    finally:
+        sys.setswitchinterval(interval)
+
+
 def _reconcile(
     settings: Settings, cancel: threading.Event | None, live: WatchCaches | None = None
 ) -> ReconcileOutcome:
@@ -405,23 +427,11 @@ def _reconcile(
         shard = shard_of(settings)
     except ShardError as exc:
         return ReconcileOutcome(ExitCode.FATAL, str(exc))
-    # 1. source. Git works in processes of its own: meanwhile this thread imports the kubernetes
-    # client's kubeconfig loader (~85 ms of CPU), which the pass needs next. A CronJob's pass
-    # (an empty cache: a clone) overlaps its ~11 git commands with it.
-    # The GIL is handed over every 0.5 ms meanwhile (not 5): the fetch thread mostly waits for a
-    # git process, and each wait would otherwise end only when the import next yields.
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(min(interval, 0.0005))
+    # 1. source
     try:
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fetch") as pool:
-            fetching = pool.submit(_fetch, settings)
-            preload_client()
-            try:
-                checkout = fetching.result()
-            except ReconcilerError as exc:  # a SourceError: every failure of the fetch is one
-                return ReconcileOutcome(ExitCode.FATAL, f"git: {exc}")
-    finally:
-        sys.setswitchinterval(interval)
+        checkout = _fetch_while_loading_client(settings)
+    except ReconcilerError as exc:  # a SourceError: every failure of the fetch is one
+        return ReconcileOutcome(ExitCode.FATAL, f"git: {exc}")
     from reconciler.source import SourceError, commit_status  # see git_auth (imported by _fetch)
 
     root = checkout.path / settings.path

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,11 @@ if TYPE_CHECKING:
 # brings requests, oauthlib and the client's models (~85 ms of CPU), which the commands that never
 # read a kubeconfig (validate, render --state, --help) need not pay, and which a pass imports while
 # git runs (:func:`preload_client`).
+
+
+def client_loaded() -> bool:
+    """Whether the kubernetes client's kubeconfig loader is imported already."""
+    return "kubernetes.config.kube_config" in sys.modules
 
 
 def preload_client() -> None:

@@ -101,8 +101,8 @@ class Transport:
         connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
         sent = {**self._headers, **self._auth(), **headers}
         path = self.base_path + target
+        conn, kept = self._take(connect)
         while True:
-            conn, kept = self._take(connect)
             try:
                 if kept:
                     _set_timeout(conn, read)
@@ -112,7 +112,10 @@ class Transport:
             except _STALE:
                 conn.close()
                 if kept and method in _RESENDABLE:
-                    continue  # closed by the server while idle: it never saw this request
+                    # Closed by the server while idle: it never saw this request. Once more, on a
+                    # new connection (the other kept ones may be just as stale, e.g. after a restart).
+                    conn, kept = self._connection(connect), False
+                    continue
                 raise
             except BaseException:
                 conn.close()
@@ -156,8 +159,9 @@ class Transport:
             conn = _TLSConnection(host, port, self._context, self._server_name, timeout)
         else:
             conn = http.client.HTTPConnection(host, port, timeout=timeout)
-        if self._proxy:
-            conn.set_tunnel(self.host, self.port, headers=dict(self._proxy[2]))
+        if self._proxy:  # an IPv6 literal is bracketed, as http.client expects a host:port
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            conn.set_tunnel(host, self.port, headers=dict(self._proxy[2]))
         return conn
 
     def _auth(self) -> dict[str, str]:
@@ -178,7 +182,10 @@ class Response:
         self._transport = transport
         self._conn = conn
         self._raw = raw
+        self._sock = conn.sock
         self._finished = False
+        self._shut = False
+        self._lock = threading.Lock()
         self.status = raw.status
 
     def header(self, name: str) -> str | None:
@@ -218,25 +225,39 @@ class Response:
     def close(self) -> None:
         """Give up on the rest of the answer: the connection is closed, never reused (a no-op once
         the answer was read to its end and its connection kept)."""
-        if self._finished:
-            return
-        self._finished = True
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
         self._raw.close()
         self._conn.close()
 
     def shutdown(self) -> None:
-        """Unblock a thread reading this answer (from another thread): its next read ends."""
-        sock = self._conn.sock
-        if sock is not None:
+        """Unblock a thread reading this answer (from another thread): its next read ends.
+
+        A no-op once the answer was read to its end: its connection may serve another request by
+        then. The connection of an answer shut down is never kept. The socket's own ``shutdown``
+        (not ``SSLSocket.shutdown``, which unwraps TLS under the reader's feet): the reader meets
+        an end of stream, an error of the connection like any other.
+        """
+        with self._lock:
+            if self._finished or self._sock is None:
+                return
+            self._shut = True
             with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
 
     def _done(self) -> None:
-        if self._raw.will_close or not self._raw.isclosed():
-            self.close()
-        elif not self._finished:
+        with self._lock:
+            if self._finished:
+                return
+            keep = not (self._shut or self._raw.will_close or not self._raw.isclosed())
             self._finished = True
+        if keep:
             self._transport._give(self._conn)
+        else:
+            self._raw.close()
+            self._conn.close()
 
 
 class _TLSConnection(http.client.HTTPSConnection):
@@ -312,5 +333,5 @@ def _dropped(conn: http.client.HTTPConnection) -> bool:
         poller = select.poll()
         poller.register(sock, select.POLLIN)
         return bool(poller.poll(0))
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):  # (no poll: not Linux) treated as closed
         return True

@@ -33,9 +33,3 @@ def test_validate_imports_neither_the_kubernetes_client_nor_git() -> None:
         f"assert result.exit_code == 0, result.output"
     )
     assert not loaded & {"kubernetes", "requests", "oauthlib", "git"}
-
-
-def test_a_pass_preloads_the_kubeconfig_loader() -> None:
-    """What ``reconcile`` imports while git runs (``clusters.targets.preload_client``)."""
-    loaded = imported_after("from reconciler.clusters.targets import preload_client\npreload_client()")
-    assert "kubernetes" in loaded

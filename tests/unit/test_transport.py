@@ -73,7 +73,16 @@ class Server:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class HTTPServer(ThreadingHTTPServer):
+            def shutdown_request(self, request: Any) -> None:
+                super().shutdown_request(request)
+                with outer.closing:
+                    outer.closed += 1
+                    outer.closing.notify_all()
+
+        self.closed = 0
+        self.closing = threading.Condition()
+        self.httpd = HTTPServer(("127.0.0.1", 0), Handler)
         if tls is not None:
             self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
@@ -82,6 +91,11 @@ class Server:
     def __enter__(self) -> Server:
         self.thread.start()
         return self
+
+    def wait_closed(self, count: int) -> None:
+        """Until the server has closed ``count`` connections (bounded)."""
+        with self.closing:
+            assert self.closing.wait_for(lambda: self.closed >= count, timeout=10)
 
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
@@ -138,10 +152,12 @@ def test_a_create_is_never_sent_twice_and_an_idle_connection_is_checked_first(
     with Server(close_after=1) as server:
         api = kube(configuration(f"http://127.0.0.1:{server.port}"))
         api.create(LEASES, lease)
+        server.wait_closed(1)
         with pytest.raises(KubeError, match="cannot reach the API server of test"):
             api.create(LEASES, lease)  # met the closed connection, within a second: not resent
         monkeypatch.setattr(transport_module, "CHECK_IDLE_AFTER", 0.0)
         api.create(LEASES, lease)
+        server.wait_closed(2)
         api.create(LEASES, lease)
     assert [m for m, _, _ in server.requests] == ["POST"] * 3
 
@@ -241,12 +257,16 @@ class ConnectProxy:
             if not ready:
                 break
             for sock in ready:
-                data = sock.recv(65536)
-                if not data:
-                    conn.close()
-                    upstream.close()
-                    return
-                peers[sock].sendall(data)
+                try:
+                    data = sock.recv(65536)
+                    if data:
+                        peers[sock].sendall(data)
+                        continue
+                except OSError:  # a side that gave up (a client refusing the certificate)
+                    pass
+                conn.close()
+                upstream.close()
+                return
 
 
 def test_requests_go_through_an_http_proxy_with_connect() -> None:
@@ -272,3 +292,106 @@ def test_no_proxy_and_unsupported_proxies() -> None:
             Transport(configuration("https://api.example:6443", proxy=proxy))
     with pytest.raises(TransportConfigError, match="not an http"):
         Transport(configuration("unix:///var/run/api.sock"))
+
+
+def test_tls_through_a_proxy_checks_the_api_servers_name(tls_server: Server, pki: dict[str, Path]) -> None:
+    """Tunnelled, the certificate is still checked against the API server's name (here its
+    ``tls-server-name``), never the proxy's."""
+    with ConnectProxy() as proxy:
+        config = configuration(
+            f"https://127.0.0.1:{tls_server.port}",
+            ssl_ca_cert=str(pki["ca"]),
+            proxy=f"http://127.0.0.1:{proxy.port}",
+        )
+        config.tls_server_name = "api.cluster.test"
+        assert kube(config).list(NODES)
+        wrong = configuration(
+            f"https://127.0.0.1:{tls_server.port}",
+            ssl_ca_cert=str(pki["ca"]),
+            proxy=f"http://127.0.0.1:{proxy.port}",
+        )
+        with pytest.raises(KubeError, match="certificate"):
+            kube(wrong).list(NODES)
+    assert len(proxy.asked) == 2 and all(
+        a.startswith(f"CONNECT 127.0.0.1:{tls_server.port} ") for a in proxy.asked
+    )
+
+
+class StreamServer:
+    """Answers GET /stream with one chunk, then holds the stream open until released (a WATCH);
+    anything else with a small JSON answer. Keep-alive, counts connections."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.connections = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                outer.connections += 1
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                if self.path != "/stream":
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"{}")
+                    return
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                event = b'{"type":"ADDED"}\n'
+                self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+                self.wfile.flush()
+                outer.release.wait(10)
+                self.close_connection = True
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> StreamServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_shutdown_unblocks_a_stream_and_never_touches_a_finished_answers_connection() -> None:
+    with StreamServer() as server:
+        transport = Transport(configuration(f"http://127.0.0.1:{server.port}"))
+        stream = transport.request("GET", "/stream", headers={})
+        read: list[bytes] = []
+        ended: list[BaseException] = []
+
+        def reader() -> None:
+            try:
+                read.extend(stream.stream())
+            except BaseException as exc:  # the end a shut-down stream meets
+                ended.append(exc)
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        for _ in range(100):  # bounded: until the first event arrived
+            if read:
+                break
+            threading.Event().wait(0.05)
+        stream.shutdown()
+        thread.join(10)
+        assert not thread.is_alive() and read == [b'{"type":"ADDED"}\n']
+        assert transport._idle == []  # a shut-down stream's connection is never kept
+
+        done = transport.request("GET", "/small", headers={})
+        assert done.read() == b"{}" and len(transport._idle) == 1  # kept for the next request
+        done.shutdown()  # too late: the connection serves the next request untouched
+        assert transport.request("GET", "/small", headers={}).read() == b"{}"
+    assert server.connections == 2
