@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import shutil
 import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
@@ -40,3 +43,23 @@ def cli(*args: str) -> tuple[int, str, str]:
     """The real CLI in-process (wide, uncoloured output): exit code, stdout, stderr."""
     result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200", "NO_COLOR": "1"})
     return result.exit_code, result.stdout, result.stderr
+
+
+class LoopbackHTTPServer:
+    """A standard-library HTTP server on 127.0.0.1, serving from a daemon thread while in a ``with``.
+    ``server``: a ThreadingHTTPServer subclass (to watch connections close, say)."""
+
+    def __init__(
+        self, handler: type[BaseHTTPRequestHandler], server: type[ThreadingHTTPServer] = ThreadingHTTPServer
+    ) -> None:
+        self.httpd = server(("127.0.0.1", 0), handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> Any:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -19,9 +19,10 @@ from kubernetes import client
 import reconciler.clusters.kube as kube_module
 from reconciler.clusters.inventory import READ_SHAPES
 from reconciler.clusters.kube import NODES, SERVICE_ENTRIES, KubeClient, KubeError, PageFeeder
+from tests.unit.helpers import LoopbackHTTPServer
 
 
-class FaultInjectingServer:
+class FaultInjectingServer(LoopbackHTTPServer):
     """Serves a scripted sequence of (status, headers, body) answers, then 200 with an empty list."""
 
     def __init__(self, script: list[tuple[int, dict[str, str], dict[str, Any]]]) -> None:
@@ -50,16 +51,7 @@ class FaultInjectingServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> FaultInjectingServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
     def client(self, sleeps: list[float]) -> KubeClient:
         configuration = client.Configuration()

@@ -25,11 +25,13 @@ from kubernetes import client
 import reconciler.clusters.transport as transport_module
 from reconciler.clusters.kube import LEASES, NODES, KubeClient, KubeError
 from reconciler.clusters.transport import Transport, TransportConfigError
+from tests.unit.helpers import LoopbackHTTPServer
 
 
-class Server:
+class Server(LoopbackHTTPServer):
     """HTTP/1.1 with keep-alive (like the API server); counts connections and records requests.
-    ``close_after``: the server closes each connection after that many answers."""
+    ``close_after``: the server closes each connection after that many answers. GET /stream is
+    answered with one chunk, then held open until ``release`` is set (a WATCH)."""
 
     def __init__(self, *, tls: ssl.SSLContext | None = None, close_after: int = 0, chunked: bool = False):
         self.connections = 0
@@ -49,6 +51,9 @@ class Server:
 
             def do_GET(self) -> None:
                 outer.requests.append((self.command, self.path, dict(self.headers)))
+                if self.path == "/stream":
+                    self._stream()
+                    return
                 data = json.dumps(
                     {"kind": "NodeList", "items": [{"metadata": {"name": f"n{len(outer.requests)}"}}]}
                 )
@@ -68,6 +73,16 @@ class Server:
                 if close_after and self.answered >= close_after:
                     self.close_connection = True
 
+            def _stream(self) -> None:
+                self.send_response(200)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                event = b'{"type":"ADDED"}\n'
+                self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+                self.wfile.flush()
+                outer.release.wait(10)
+                self.close_connection = True
+
             do_PATCH = do_POST = do_GET
 
             def log_message(self, format: str, *args: Any) -> None:
@@ -82,15 +97,10 @@ class Server:
 
         self.closed = 0
         self.closing = threading.Condition()
-        self.httpd = HTTPServer(("127.0.0.1", 0), Handler)
+        self.release = threading.Event()
+        super().__init__(Handler, HTTPServer)
         if tls is not None:
             self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        return self
 
     def wait_closed(self, count: int) -> None:
         """Until the server has closed ``count`` connections (bounded)."""
@@ -98,8 +108,8 @@ class Server:
             assert self.closing.wait_for(lambda: self.closed >= count, timeout=10)
 
     def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.release.set()
+        super().__exit__(*exc)
 
 
 def configuration(host: str, **settings: Any) -> client.Configuration:
@@ -317,57 +327,8 @@ def test_tls_through_a_proxy_checks_the_api_servers_name(tls_server: Server, pki
     )
 
 
-class StreamServer:
-    """Answers GET /stream with one chunk, then holds the stream open until released (a WATCH);
-    anything else with a small JSON answer. Keep-alive, counts connections."""
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.connections = 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                super().setup()
-                outer.connections += 1
-
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                if self.path != "/stream":
-                    self.send_header("Content-Length", "2")
-                    self.end_headers()
-                    self.wfile.write(b"{}")
-                    return
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                event = b'{"type":"ADDED"}\n'
-                self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
-                self.wfile.flush()
-                outer.release.wait(10)
-                self.close_connection = True
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> StreamServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def test_shutdown_unblocks_a_stream_and_never_touches_a_finished_answers_connection() -> None:
-    with StreamServer() as server:
+    with Server() as server:
         transport = Transport(configuration(f"http://127.0.0.1:{server.port}"))
         stream = transport.request("GET", "/stream", headers={})
         read: list[bytes] = []
@@ -390,8 +351,8 @@ def test_shutdown_unblocks_a_stream_and_never_touches_a_finished_answers_connect
         assert not thread.is_alive() and read == [b'{"type":"ADDED"}\n']
         assert transport._idle == []  # a shut-down stream's connection is never kept
 
-        done = transport.request("GET", "/small", headers={})
-        assert done.read() == b"{}" and len(transport._idle) == 1  # kept for the next request
+        done = transport.request("GET", "/nodes", headers={})
+        assert b"NodeList" in done.read() and len(transport._idle) == 1  # kept for the next request
         done.shutdown()  # too late: the connection serves the next request untouched
-        assert transport.request("GET", "/small", headers={}).read() == b"{}"
+        assert b"NodeList" in transport.request("GET", "/nodes", headers={}).read()
     assert server.connections == 2
