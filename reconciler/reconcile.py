@@ -511,7 +511,7 @@ def _reconcile(
             commit,
         )
         # No inventory: each cluster's reachability is as its own shard saw it (from its record).
-        previous = read_status_dir(root, status_root_rel, memo)
+        previous = read_status_dir(root, status_root_rel, memo, carried=True)
         return build_status(
             plan.policies, plan.translation, merged, None, commit, previous, dry_run=effective.dry_run
         )
@@ -519,7 +519,7 @@ def _reconcile(
     if shard is None:
         rebuild = [k for k in keys if k not in reused]
         log.debug("status: %d reports reused (same inputs), %d built", len(reused), len(rebuild))
-        previous = read_status_dir(root, status_root_rel, memo, only=rebuild) if rebuild else {}
+        previous = read_status_dir(root, status_root_rel, memo, only=rebuild, carried=True) if rebuild else {}
         built = build_status(
             plan.policies,
             plan.translation,

@@ -16,6 +16,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import stat
 import tempfile
 import urllib.parse
@@ -198,12 +199,18 @@ def read_status_dir(
     status_path: str,
     memo: RenderMemo | None = None,
     only: Collection[ObjectKey] | None = None,
+    *,
+    carried: bool = False,
 ) -> dict[ObjectKey, StatusDoc]:
     """Reports written by earlier runs, keyed by identity; unreadable or foreign files are skipped.
 
     A file ``memo`` knows unchanged since we wrote it is not parsed again: its document is taken
     from the memo (parsing ~1,500 reports was the largest cost of a no-op pass at 1,000 services).
     ``only``: just the reports of these policies (the ones a pass builds again).
+    ``carried``: each report only as far as a new one carries it over (:func:`carried_fields`:
+    what ``status.build`` reads of a previous report), read from the lines we wrote when the file
+    is laid out as we write it — a CronJob's empty cache has no memo, and parsing 1,500 whole
+    reports for two numbers each was 0.7 s of its pass.
     """
     status_root = _status_root(root, status_path)
     wanted = {status_file(k) for k in only} if only is not None else None
@@ -215,11 +222,14 @@ def read_status_dir(
         known = memo.document(rel, path) if memo else None
         try:
             if known is not None:
-                data: Any = known
+                data: Any = carried_fields(known) if carried else known
             elif path.is_symlink() or path.stat().st_size > MAX_STATUS_FILE_BYTES:
                 continue
             else:
-                data = load(path.read_text(encoding="utf-8"))
+                text = path.read_text(encoding="utf-8")
+                data = (_carried_from_lines(text) if carried else None) or load(text)
+                if carried:
+                    data = carried_fields(data)
         except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
             continue
         if not isinstance(data, dict) or not isinstance(data.get("status"), dict):
@@ -227,6 +237,69 @@ def read_status_dir(
         key = _key_of(path, status_root, data)
         if key is not None:
             out[key] = data
+    return out
+
+
+def carried_fields(doc: Any) -> Any:
+    """What a new report takes from the previous one: its ``apiVersion`` (for a policy that no longer
+    loads), identity (``kind``, ``metadata`` name and namespace: a hashed path is read back from
+    it), and ``status.observedGeneration`` / ``status.specHash`` (the generation goes up only when
+    the spec's hash changed). Anything else of a previous report is never read."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("status"), dict):
+        return doc
+    out: dict[str, Any] = {k: doc[k] for k in ("apiVersion", "kind") if k in doc}
+    meta = doc.get("metadata")
+    if isinstance(meta, dict):
+        out["metadata"] = {k: meta[k] for k in ("name", "namespace") if k in meta}
+    out["status"] = {k: doc["status"][k] for k in ("observedGeneration", "specHash") if k in doc["status"]}
+    return out
+
+
+_TOP = re.compile(r"^(apiVersion|kind|metadata|status):(?: (.*))?$")
+_CHILD = re.compile(r"^  ([A-Za-z]+):(?: (.*))?$")
+_CARRIED = {"metadata": ("name", "namespace"), "status": ("observedGeneration", "specHash")}
+
+
+def _carried_from_lines(text: str) -> dict[str, Any] | None:
+    """:func:`carried_fields` of a report read from its lines, without parsing the whole document —
+    or None when the file is not laid out exactly as :func:`render_doc` writes it (block style,
+    top-level keys in order, two-space indents), and the caller parses it whole. Each value is
+    still read by the YAML loader, so a quoted or typed scalar means what it means in YAML."""
+    if not text.startswith(HEADER):
+        return None
+    out: dict[str, Any] = {}
+    section: str | None = None
+    continued = ""  # the indent that would continue the value just read (a folded or block scalar)
+    for line in text[len(HEADER) :].splitlines():
+        if continued and line.startswith(continued):
+            return None
+        continued = ""
+        top = _TOP.match(line)
+        if top:
+            key, value = top.groups()
+            if key in out:
+                return None
+            if key in _CARRIED:
+                if value is not None:  # `status: {}` and the like: not ours to shortcut
+                    return None
+                section, out[key] = key, {}
+            else:
+                if value is None:
+                    return None
+                section, out[key], continued = None, load(value), " "
+            continue
+        if not line.startswith(" ") and not line.startswith("-"):
+            return None  # another top-level key, or a layout we do not write
+        child = _CHILD.match(line)
+        if section is None or child is None:
+            continue  # deeper lines (conditions, clusters): never carried
+        name, value = child.groups()
+        if name in _CARRIED[section]:
+            if value is None or name in out[section]:
+                return None
+            out[section][name], continued = load(value), "   "
+    if set(out) != {"apiVersion", "kind", "metadata", "status"}:
+        return None
     return out
 
 
