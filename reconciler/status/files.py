@@ -256,51 +256,78 @@ def carried_fields(doc: Any) -> Any:
 
 
 _TOP = re.compile(r"^(apiVersion|kind|metadata|status):(?: (.*))?$")
-_CHILD = re.compile(r"^  ([A-Za-z]+):(?: (.*))?$")
+_CHILD = re.compile(r"^  ([A-Za-z][A-Za-z0-9]*):(?: (.*))?$")
 _CARRIED = {"metadata": ("name", "namespace"), "status": ("observedGeneration", "specHash")}
 
 
 def _carried_from_lines(text: str) -> dict[str, Any] | None:
     """:func:`carried_fields` of a report read from its lines, without parsing the whole document —
-    or None when the file is not laid out exactly as :func:`render_doc` writes it (block style,
-    top-level keys in order, two-space indents), and the caller parses it whole. Each value is
-    still read by the YAML loader, so a quoted or typed scalar means what it means in YAML."""
-    if not text.startswith(HEADER):
+    or None when the file is not laid out as :func:`render_doc` writes it, and the caller parses it
+    whole: our header first; top-level keys only ``apiVersion``, ``kind``, ``metadata``, ``status``,
+    once each; the children of the last two at an indent of exactly two, each a plain camelCase
+    key or a block sequence's item; no blank line; no value of ours continued on the next line
+    (folded or block scalars). Each value is read by the YAML loader in its place (``key: value``),
+    so quoting and types mean what they mean in YAML; a value it cannot read means None too. What
+    this does not check is YAML in the lines it skips (conditions, per-cluster results): a broken
+    one there, which we never write, would be read here and skipped by a whole parse."""
+    if not text.startswith(HEADER) or yaml.reader.Reader.NON_PRINTABLE.search(text):
         return None
     out: dict[str, Any] = {}
     section: str | None = None
+    children = 0
     continued = ""  # the indent that would continue the value just read (a folded or block scalar)
-    for line in text[len(HEADER) :].splitlines():
-        if continued and line.startswith(continued):
-            return None
-        continued = ""
-        top = _TOP.match(line)
-        if top:
-            key, value = top.groups()
-            if key in out:
+    try:
+        for line in text[len(HEADER) :].splitlines():
+            if not line.strip() or (continued and line.startswith(continued)):
                 return None
-            if key in _CARRIED:
-                if value is not None:  # `status: {}` and the like: not ours to shortcut
+            continued = ""
+            top = _TOP.match(line)
+            if top:
+                if section is not None and not children:
+                    return None  # `status:` with nothing under it
+                key, value = top.groups()
+                if key in out:
                     return None
-                section, out[key] = key, {}
-            else:
-                if value is None:
-                    return None
-                section, out[key], continued = None, load(value), " "
-            continue
-        if not line.startswith(" ") and not line.startswith("-"):
-            return None  # another top-level key, or a layout we do not write
-        child = _CHILD.match(line)
-        if section is None or child is None:
-            continue  # deeper lines (conditions, clusters): never carried
-        name, value = child.groups()
-        if name in _CARRIED[section]:
-            if value is None or name in out[section]:
+                if key in _CARRIED:
+                    if value is not None:  # `status: {}` and the like: not ours to shortcut
+                        return None
+                    section, children, out[key] = key, 0, {}
+                else:
+                    if value is None:
+                        return None
+                    section, out[key], continued = None, _value(key, value), " "
+                continue
+            if not line.startswith(" "):
+                return None  # another top-level key, a document marker, a comment
+            if section is None:
+                return None  # under apiVersion or kind: not a scalar as we write it
+            child = _CHILD.match(line)
+            if child is None:
+                if line.startswith("  - ") and children:
+                    continue  # an indentless sequence under the last key
+                if line.startswith("   ") and children:
+                    continue  # deeper lines (conditions, clusters): never carried
                 return None
-            out[section][name], continued = load(value), "   "
-    if set(out) != {"apiVersion", "kind", "metadata", "status"}:
+            children += 1
+            name, value = child.groups()
+            if name in _CARRIED[section]:
+                if value is None or name in out[section]:
+                    return None
+                out[section][name], continued = _value(name, value), "   "
+    except (yaml.YAMLError, RecursionError):
+        return None
+    if (section is not None and not children) or set(out) != {"apiVersion", "kind", "metadata", "status"}:
         return None
     return out
+
+
+def _value(key: str, text: str) -> Any:
+    """A scalar as YAML reads it where we wrote it (after ``key: ``), not as a document on its own
+    (where ``--- x`` or ``- x`` would mean something else)."""
+    data = load(f"{key}: {text}")
+    if not isinstance(data, dict) or set(data) != {key}:
+        raise yaml.YAMLError(f"{key}: not one scalar")
+    return data[key]
 
 
 def _cell(text: str) -> str:
