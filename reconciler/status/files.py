@@ -278,7 +278,11 @@ def _carried_from_lines(text: str) -> dict[str, Any] | None:
     continued = ""  # the indent that would continue the value just read (a folded or block scalar)
     try:
         for line in text[len(HEADER) :].splitlines():
-            if not line.strip() or (continued and line.startswith(continued)):
+            if line.startswith("   "):  # most lines: deeper ones (conditions, clusters), never carried
+                if continued or section is None or not children:
+                    return None  # a value of ours continued, or a layout we do not write
+                continue
+            if (continued and line.startswith(continued)) or not line.strip():
                 return None
             continued = ""
             top = _TOP.match(line)
@@ -305,8 +309,6 @@ def _carried_from_lines(text: str) -> dict[str, Any] | None:
             if child is None:
                 if line.startswith("  - ") and children:
                     continue  # an indentless sequence under the last key
-                if line.startswith("   ") and children:
-                    continue  # deeper lines (conditions, clusters): never carried
                 return None
             children += 1
             name, value = child.groups()
@@ -323,11 +325,21 @@ def _carried_from_lines(text: str) -> dict[str, Any] | None:
 
 def _value(key: str, text: str) -> Any:
     """A scalar as YAML reads it where we wrote it (after ``key: ``), not as a document on its own
-    (where ``--- x`` or ``- x`` would mean something else)."""
+    (where ``--- x`` or ``- x`` would mean something else). Memoised (bounded): 1,500 reports
+    repeat a few values (``apiVersion``, ``kind``, namespaces, generation 1); only immutable ones."""
+    known = _VALUES.get((key, text), _VALUES)
+    if known is not _VALUES:
+        return known
     data = load(f"{key}: {text}")
     if not isinstance(data, dict) or set(data) != {key}:
         raise yaml.YAMLError(f"{key}: not one scalar")
-    return data[key]
+    value = data[key]
+    if type(value) in (str, int, bool, float, type(None)) and len(_VALUES) < 10_000:
+        _VALUES[(key, text)] = value
+    return value
+
+
+_VALUES: dict[tuple[str, str], Any] = {}
 
 
 def _cell(text: str) -> str:
