@@ -55,10 +55,11 @@ class ClusterTarget:
     """``:``-joined kubeconfig files; None means in-cluster config."""
 
     def api_client(self) -> client.ApiClient:
-        """An API client for this cluster whose only retries are :class:`KubeClient`'s.
-
-        urllib3 would otherwise retry 429/503 responses by itself (sleeping on Retry-After), hiding
-        requests from our bounded, counted and logged retry policy.
+        """The kubernetes client's view of this cluster: its ``configuration`` (address, TLS files,
+        credentials with their refresh) is what :class:`KubeClient`'s transport is made from; the
+        requests themselves never go through the client's urllib3 stack. Its retries stay off all
+        the same (urllib3 would retry 429/503 by itself), so that anything using the ApiClient
+        directly is retried only by a policy that counts and logs each attempt.
         """
         from kubernetes import client, config
 
